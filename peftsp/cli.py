@@ -1,0 +1,169 @@
+"""The `peftsp` command line: argument definitions and dispatch.
+
+Each subcommand's implementation is imported only when that subcommand runs, so `peftsp
+predict` (onnxruntime + numpy) never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from peftsp import __version__
+from peftsp.errors import PeftSPError
+from peftsp.grammar import ORGANISMS
+
+# subcommand -> "module:function" taking the parsed arguments.
+_HANDLERS = {
+    "train": "peftsp.training:train_command",
+    "crossval": "peftsp.crossval:crossval_command",
+    "evaluate": "peftsp.crossval:evaluate_command",
+    "export": "peftsp.export:export_command",
+    "predict": "peftsp.predict:predict_command",
+    "shard": "peftsp.pipeline:shard_command",
+    "merge": "peftsp.pipeline:merge_command",
+    "pipeline": "peftsp.pipeline:pipeline_command",
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="SignalP 6.0 three-line FASTA (plain or .gz)")
+    p.add_argument(
+        "--backbone",
+        required=True,
+        help="ESM-2 model name (e.g. esm2_t33_650M_UR50D, downloaded when online), a local "
+        "fair-esm checkpoint .pt, or random:NAME / random:L6-E320-H20 for random weights",
+    )
+    p.add_argument("--peft", choices=("lora", "adapter", "prompt", "full"), default="lora")
+    p.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N layers "
+                   "(default: all)")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-alpha", type=float, default=8.0)
+    p.add_argument("--lora-dropout", type=float, default=0.1)
+    p.add_argument("--adapter-layers", type=int, default=None, help="adapters in the last N "
+                   "layers (default: all)")
+    p.add_argument("--adapter-size", type=int, default=None, help="bottleneck (default: E/2)")
+    p.add_argument("--prompt-length", type=int, default=10, help="soft prompt tokens")
+    p.add_argument("--kingdom-conditioning", action="store_true",
+                   help="learn a kingdom embedding added before the emission layer")
+    p.add_argument("--region-weight", type=float, default=0.5,
+                   help="weight of the n/h, h/c composition regulariser (0 = off)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: 0.0067 for lora, 0.001 otherwise)")
+    p.add_argument("--weight-decay", type=float, default=1.2e-6)
+    p.add_argument("--clip", type=float, default=0.25, help="gradient-norm clip")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout before the emissions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=int, default=70, help="residues seen by the model")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training records (quick runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="peftsp", description="Signal-peptide prediction with PEFT-tuned ESM-2 + CRF"
+    )
+    parser.add_argument("--version", action="version", version=f"peftsp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one model (one test/validation split)")
+    _add_training_options(p)
+    p.add_argument("--test-partition", type=int, default=0)
+    p.add_argument("--val-partition", type=int, default=1)
+    p.add_argument("--outdir", required=True)
+    _add_common(p)
+
+    p = sub.add_parser("crossval", help="train and test the 6 (test, validation) models")
+    _add_training_options(p)
+    p.add_argument("--outdir", required=True)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="SignalP 6.0 metrics of a model on one partition")
+    p.add_argument("--data", required=True)
+    p.add_argument("--partition", type=int, required=True)
+    p.add_argument("--model", required=True, help="training checkpoint (.pt) or model bundle")
+    p.add_argument("--out", default=None, help="write the metrics CSV here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-organism-rule", action="store_true",
+                   help="do not mask non-Sec/SPI types for eukarya at decode time")
+    _add_common(p)
+
+    p = sub.add_parser("export", help="merge PEFT weights and export a model bundle (ONNX)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--fp16", action="store_true", help="also write an fp16 ONNX for CUDA")
+    p.add_argument("--int8", action="store_true", help="also write a dynamic int8 ONNX (CPU)")
+    p.add_argument("--metrics", default=None, help="metrics CSV to record in model.json")
+    _add_common(p)
+
+    p = sub.add_parser("predict", help="predict signal peptides for a FASTA file")
+    p.add_argument("--fasta", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--model", default=None, help="model bundle directory (default: embedded)")
+    p.add_argument("--organism", choices=ORGANISMS, default="other")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--trt-cache", default=None, help="TensorRT engine/timing cache directory")
+    _add_common(p)
+
+    p = sub.add_parser("shard", help="split a FASTA file into numbered shards (workflow step)")
+    p.add_argument("--fasta", required=True)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--shard-size", type=int, default=5000)
+    _add_common(p)
+
+    p = sub.add_parser("merge", help="merge per-shard predictions in order (workflow step)")
+    p.add_argument("--outdir", required=True)
+    p.add_argument("shards", nargs="+", help="per-shard prediction directories, in order")
+    _add_common(p)
+
+    p = sub.add_parser("pipeline", help="run shard -> predict -> merge locally")
+    p.add_argument("--input", required=True, help="FASTA, or samplesheet CSV "
+                   "(id,fasta[,organism])")
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--shard-size", type=int, default=5000)
+    p.add_argument("--model", default=None)
+    p.add_argument("--organism", choices=ORGANISMS, default="other")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    _add_common(p)
+    return parser
+
+
+def _handler(command: str):
+    module, function = _HANDLERS[command].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `peftsp` command. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="peftsp: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        _handler(args.command)(args)
+    except PeftSPError as err:
+        print(f"peftsp: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("peftsp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
