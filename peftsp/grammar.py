@@ -159,7 +159,7 @@ def cleavage_site(path: np.ndarray | list[int]) -> int | None:
     if len(path) == 0 or not IS_SP_REGION[path[0]]:
         return None
     outside = np.flatnonzero(~IS_SP_REGION[path])
-    return int(outside[0]) if len(outside) else int(len(path))
+    return int(outside[0]) if len(outside) else len(path)
 
 
 def path_type(path: np.ndarray | list[int]) -> str:
