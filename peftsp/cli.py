@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("--fp16", action="store_true", help="also write an fp16 ONNX for CUDA")
     p.add_argument("--int8", action="store_true", help="also write a dynamic int8 ONNX (CPU)")
-    p.add_argument("--metrics", default=None, help="metrics CSV to record in model.json")
+    p.add_argument("--metrics", default=None,
+                   help="metrics JSON to record in model.json (e.g. test_metrics.json)")
     _add_common(p)
 
     p = sub.add_parser("predict", help="predict signal peptides for a FASTA file")

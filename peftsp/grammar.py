@@ -83,7 +83,8 @@ def _edges(sp_type: str) -> list[tuple[str, str]]:
                 ("H", "C"), ("C", "C"), ("C", "O")],
         "TATLIPO": [("N", "N"), ("N", "RR"), ("RR", "RR"), ("RR", "N"), ("N", "H"), ("H", "H"),
                     ("H", "CS"), ("CS", "CS"), ("CS", "C1"), ("C1", "O")],
-        "PILIN": [("P", "P"), ("P", "CS"), ("CS", "CS"), ("CS", "H"), ("H", "H"), ("H", "O")],
+        "PILIN": [("P", "P"), ("P", "CS"), ("CS", "CS"), ("CS", "H"), ("H", "H"), ("H", "O"),
+                  ("H", "I")],
     }[sp_type]
     return head + tail
 
