@@ -22,13 +22,13 @@ import csv
 import io
 import math
 import os
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from peftsp.atomic import atomic_write
 from peftsp.grammar import SP_TYPES
 
 # SignalP 6.0 kingdom names in the order of the published table, with the names people read.
@@ -361,14 +361,8 @@ def _number(value: float | None) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, newline="") as handle:
+        handle.write(text)
 
 
 def _csv_text(rows: list[list[str]]) -> str:
