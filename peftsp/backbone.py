@@ -1,0 +1,245 @@
+"""The ESM-2 backbone: loading fair-esm checkpoints (by name, from a file, or random) and a
+forward pass that always applies the padding mask and can prepend a soft prompt.
+
+Official ESM-2 files are read with `torch.load(weights_only=True)` plus one allow-listed
+class, `argparse.Namespace` (their config): fair-esm 2.0.0 calls `torch.load` without
+`weights_only`, which torch >= 2.6 turns into "Weights only load failed" on every official
+file, and `torch.hub.load_state_dict_from_url` would unpickle them without any check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+import torch
+from esm.model.esm2 import ESM2
+from esm.rotary_embedding import RotaryEmbedding
+
+from peftsp.errors import ModelError
+
+log = logging.getLogger("peftsp")
+
+# name -> (layers, embed_dim, attention heads) of the published ESM-2 models.
+ESM2_SHAPES: dict[str, tuple[int, int, int]] = {
+    "esm2_t6_8M_UR50D": (6, 320, 20),
+    "esm2_t12_35M_UR50D": (12, 480, 20),
+    "esm2_t30_150M_UR50D": (30, 640, 20),
+    "esm2_t33_650M_UR50D": (33, 1280, 20),
+    "esm2_t36_3B_UR50D": (36, 2560, 40),
+    "esm2_t48_15B_UR50D": (48, 5120, 40),
+}
+RANDOM_PREFIX = "random:"
+MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+REGRESSION_SUFFIX = "-contact-regression.pt"
+# Key prefixes of the official files (fairseq module paths); the longer one must match first.
+_KEY_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
+# The contact head comes from the optional regression file and is never used here.
+_OPTIONAL_KEYS = {"contact_head.regression.weight", "contact_head.regression.bias"}
+# fair-esm's token dropout: 15% of tokens masked during pre-training, 80% of those by <mask>.
+_MASK_RATIO_TRAIN = 0.15 * 0.8
+_SPEC_HELP = (
+    "--backbone takes an ESM-2 model name ({names}), the path of a fair-esm ESM-2 checkpoint "
+    "(.pt; a <stem>-contact-regression.pt beside it is optional), or random:NAME / "
+    "random:L<layers>-E<dim>-H<heads> for random weights"
+)
+
+
+def is_known_name(spec: str) -> bool:
+    """Whether `spec` names a published ESM-2 model."""
+    return spec in ESM2_SHAPES
+
+
+def load_backbone(spec: str, seed: int = 0) -> ESM2:
+    """An ESM-2 model (eval mode) from a model name, a checkpoint path or `random:...`.
+
+    A name is read from the torch hub cache ($TORCH_HOME/hub/checkpoints/<name>.pt), and
+    downloaded there first when missing. `seed` only matters for random weights.
+    """
+    if spec.startswith(RANDOM_PREFIX):
+        return build_backbone(_random_config(spec[len(RANDOM_PREFIX) :]), seed=seed)
+    if is_known_name(spec):
+        return _load_checkpoint(_hub_checkpoint(spec))
+    return _load_checkpoint(Path(spec).expanduser())
+
+
+def backbone_config(esm: ESM2) -> dict:
+    """The shape of `esm`: layers, embed_dim, heads, token_dropout."""
+    return {
+        "layers": esm.num_layers,
+        "embed_dim": esm.embed_dim,
+        "heads": esm.attention_heads,
+        "token_dropout": bool(esm.token_dropout),
+    }
+
+
+def build_backbone(config: dict, seed: int = 0) -> ESM2:
+    """A randomly initialised ESM-2 (eval mode) of the shape in `config` (see backbone_config);
+    token_dropout defaults to True as in every published model."""
+    layers, dim, heads = config["layers"], config["embed_dim"], config["heads"]
+    _check_shape(layers, dim, heads)
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
+        torch.manual_seed(seed)
+        esm = ESM2(
+            num_layers=layers,
+            embed_dim=dim,
+            attention_heads=heads,
+            alphabet="ESM-1b",
+            token_dropout=config.get("token_dropout", True),
+        )
+    return esm.eval()
+
+
+def encode(esm: ESM2, tokens: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+    """Last-layer representations (B, T, E) after the final layer norm, for tokens (B, T).
+
+    The same function as `esm(tokens, repr_layers=[L])["representations"][L]`, but the padding
+    mask is always passed (fair-esm drops it for unpadded batches, which a traced ONNX graph
+    then lacks) and the LM and contact heads are not computed. A `prompt` (P, E) is prepended
+    to the token embeddings before `<cls>`, before the token-dropout rescale (so it is scaled
+    like the tokens, as in PEFT-SP), is never masked, and is cut from the output.
+    """
+    padding = tokens.eq(esm.padding_idx)
+    masked = tokens.eq(esm.mask_idx)
+    x = esm.embed_scale * esm.embed_tokens(tokens)
+    extra = 0
+    if prompt is not None:
+        extra = prompt.shape[0]
+        x = torch.cat([prompt.unsqueeze(0).expand(tokens.shape[0], -1, -1), x], dim=1)
+        never = padding.new_zeros(tokens.shape[0], extra)
+        padding = torch.cat([never, padding], dim=1)
+        masked = torch.cat([never, masked], dim=1)
+    if esm.token_dropout:
+        x = x.masked_fill(masked.unsqueeze(-1), 0.0)
+        observed = masked.sum(-1).to(x.dtype) / (~padding).sum(-1)
+        x = x * (1 - _MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
+    x = x * (1 - padding.unsqueeze(-1).type_as(x))
+    x = x.transpose(0, 1)  # fair-esm layers take (T, B, E)
+    for layer in esm.layers:
+        x, _ = layer(x, self_attn_padding_mask=padding)
+    x = esm.emb_layer_norm_after(x).transpose(0, 1)
+    return x[:, extra:]
+
+
+def reset_rotary_caches(module: torch.nn.Module) -> None:
+    """Forget every rotary cos/sin table, so a traced graph computes them for any length."""
+    for child in module.modules():
+        if isinstance(child, RotaryEmbedding):
+            child._seq_len_cached = child._cos_cached = child._sin_cached = None
+
+
+def _check_shape(layers: int, dim: int, heads: int) -> None:
+    if layers < 1 or dim < 1 or heads < 1:
+        raise ModelError(f"ESM-2 shape needs positive sizes, got L{layers}-E{dim}-H{heads}")
+    if dim % heads or (dim // heads) % 2:
+        raise ModelError(
+            f"ESM-2 embed_dim {dim} must split into {heads} heads of an even size "
+            "(rotary embeddings rotate pairs of dimensions)"
+        )
+
+
+def _random_config(shape: str) -> dict:
+    """`esm2_...` name or `L<layers>-E<dim>-H<heads>` -> backbone config."""
+    if is_known_name(shape):
+        layers, dim, heads = ESM2_SHAPES[shape]
+    else:
+        match = re.fullmatch(r"L(\d+)-E(\d+)-H(\d+)", shape)
+        if match is None:
+            raise ModelError(
+                f"bad backbone {RANDOM_PREFIX}{shape}: "
+                + _SPEC_HELP.format(names=", ".join(ESM2_SHAPES))
+            )
+        layers, dim, heads = (int(group) for group in match.groups())
+    return {"layers": layers, "embed_dim": dim, "heads": heads, "token_dropout": True}
+
+
+def _hub_checkpoint(name: str) -> Path:
+    """The cached file of a published model, downloaded into the torch hub cache if missing."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.pt"
+    if path.is_file():
+        return path
+    url = MODEL_URL.format(name=name)
+    log.info("downloading %s to %s", url, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # writes a temporary file beside `path` and renames it when complete
+        torch.hub.download_url_to_file(url, str(path), progress=log.isEnabledFor(logging.INFO))
+    except OSError as err:  # URLError, HTTPError, timeouts, disk errors
+        raise ModelError(
+            f"cannot download ESM-2 model {name} from {url} ({err}). Without network access, "
+            f"pass the checkpoint file instead: --backbone /path/to/{name}.pt (a "
+            f"{name}{REGRESSION_SUFFIX} beside it is optional), or put it in the torch hub "
+            f"cache as {path} (the hub directory is $TORCH_HOME/hub, here {torch.hub.get_dir()})"
+        ) from err
+    return path
+
+
+def _trusted_load(path: Path) -> object:
+    """torch.load with only plain data and argparse.Namespace (the config) allowed."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a foreign or corrupt file
+        raise ModelError(f"{path}: not a readable fair-esm checkpoint ({err})") from err
+
+
+def _load_checkpoint(path: Path) -> ESM2:
+    """A fair-esm ESM-2 checkpoint in the official layout, whatever its file name."""
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: no such file. " + _SPEC_HELP.format(names=", ".join(ESM2_SHAPES))
+        )
+    data = _trusted_load(path)
+    config, state = _official_layout(path, data)
+    regression = Path(str(path.with_suffix("")) + REGRESSION_SUFFIX)
+    if regression.is_file():
+        extra = _trusted_load(regression)
+        if not isinstance(extra, dict) or not isinstance(extra.get("model"), dict):
+            raise ModelError(f"{regression}: not a fair-esm contact-regression file")
+        state.update(_strip_prefixes(extra["model"]))
+    esm = build_backbone(config)
+    _load_state(esm, state, path)
+    return esm
+
+
+def _official_layout(path: Path, data: object) -> tuple[dict, dict]:
+    """(backbone config, state with module-relative keys) of a loaded checkpoint."""
+    try:
+        cfg = data["cfg"]["model"]
+        config = {
+            "layers": cfg.encoder_layers,
+            "embed_dim": cfg.encoder_embed_dim,
+            "heads": cfg.encoder_attention_heads,
+            "token_dropout": cfg.token_dropout,
+        }
+        state = data["model"]
+    except (KeyError, IndexError, TypeError, AttributeError) as err:
+        raise ModelError(
+            f"{path}: not a fair-esm ESM-2 checkpoint (expected cfg['model'] with "
+            f"encoder_layers, encoder_embed_dim, encoder_attention_heads, token_dropout and "
+            f"the weights under 'model'; missing {err})"
+        ) from err
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a fair-esm ESM-2 checkpoint ('model' is not a dict)")
+    return config, _strip_prefixes(state)
+
+
+def _strip_prefixes(state: dict) -> dict:
+    return {_KEY_PREFIX.sub("", key): value for key, value in state.items()}
+
+
+def _load_state(esm: ESM2, state: dict, path: Path) -> None:
+    expected = set(esm.state_dict())
+    missing = sorted(expected - set(state) - _OPTIONAL_KEYS)
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelError(
+            f"{path}: weights do not match an ESM-2 of its configured shape "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    try:
+        esm.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensor shapes that disagree with the config
+        raise ModelError(f"{path}: weights do not match its configured shape ({err})") from err

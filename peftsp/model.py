@@ -1,0 +1,204 @@
+"""The signal-peptide model: ESM-2 backbone + PEFT method + emission layer + region CRF.
+
+Also the training checkpoint format: the model config plus only what cannot be rebuilt
+from the backbone spec (what was trained, or the whole backbone when it is random or fully
+fine-tuned), so a LoRA checkpoint of a 3B backbone stays a few MB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peftsp import __version__, backbone, grammar, peft
+from peftsp.atomic import atomic_write
+from peftsp.crf import RegionCRF, region_composition_penalty
+from peftsp.errors import ModelError
+
+PEFT_METHODS = ("lora", "adapter", "prompt", "full")
+# Kingdom conditioning ids; "other" (0) is also what a kingdom-conditioned model sees when
+# the organism is unknown (it is trained on it by randomly hiding the kingdom).
+ORGANISM_IDS: dict[str, int] = {name: i for i, name in enumerate(grammar.ORGANISMS)}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the model architecture."""
+
+    backbone: str
+    backbone_shape: dict
+    peft: str = "lora"
+    lora_layers: int | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.1
+    adapter_layers: int | None = None
+    adapter_size: int | None = None
+    prompt_length: int = 10
+    kingdom_conditioning: bool = False
+    dropout: float = 0.1
+    window: int = 70
+
+    @property
+    def stores_backbone(self) -> bool:
+        """Whether checkpoints must carry the backbone weights (not rebuildable from a spec)."""
+        return self.peft == "full" or self.backbone.startswith("random:")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ModelError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class SignalPeptideModel(nn.Module):
+    """Per-residue CRF emissions from a (PEFT-tuned) ESM-2 backbone."""
+
+    def __init__(self, esm: nn.Module, config: ModelConfig, seed: int = 0) -> None:
+        super().__init__()
+        if config.peft not in PEFT_METHODS:
+            raise ModelError(f"unknown PEFT method {config.peft!r}")
+        self.config = config
+        self.backbone = esm
+        torch.manual_seed(seed)
+        if config.peft != "full":
+            peft.freeze(self.backbone)
+        if config.peft == "lora":
+            peft.apply_lora(
+                self.backbone,
+                config.lora_layers,
+                config.lora_rank,
+                config.lora_alpha,
+                config.lora_dropout,
+            )
+        elif config.peft == "adapter":
+            peft.apply_adapters(self.backbone, config.adapter_layers, config.adapter_size)
+        embed_dim = config.backbone_shape["embed_dim"]
+        self.prompt = (
+            peft.SoftPrompt(self.backbone.embed_tokens, config.prompt_length, seed=seed)
+            if config.peft == "prompt"
+            else None
+        )
+        self.kingdom = (
+            nn.Embedding(len(ORGANISM_IDS), embed_dim) if config.kingdom_conditioning else None
+        )
+        if self.kingdom is not None:
+            nn.init.zeros_(self.kingdom.weight)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(embed_dim, grammar.NUM_STATES)
+        self.crf = RegionCRF()
+
+    @classmethod
+    def create(cls, config: ModelConfig, seed: int = 0) -> SignalPeptideModel:
+        """A new model on the backbone named by config.backbone (downloaded or loaded)."""
+        esm = backbone.load_backbone(config.backbone, seed=seed)
+        _check_shape(esm, config)
+        return cls(esm, config, seed=seed)
+
+    def forward(self, tokens: torch.Tensor, kingdom: torch.Tensor | None = None) -> torch.Tensor:
+        """Emissions (B, T - 2, 37) for the residues of `tokens` (B, T) = <cls> seq <eos> pad.
+
+        Row b is meaningful up to its residue count; later positions (its <eos>, padding) are
+        ignored by the CRF through the length mask.
+        """
+        prompt = self.prompt.weight if self.prompt is not None else None
+        hidden = backbone.encode(self.backbone, tokens, prompt)[:, 1:-1]
+        if self.kingdom is not None:
+            if kingdom is None:
+                kingdom = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+            hidden = hidden + self.kingdom(kingdom)[:, None, :]
+        return self.head(self.dropout(hidden))
+
+    def loss(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        allowed: torch.Tensor,
+        types: torch.Tensor,
+        kingdom: torch.Tensor | None = None,
+        region_weight: float = 0.0,
+    ) -> torch.Tensor:
+        """Partial-label CRF negative log-likelihood (batch mean) + region regulariser."""
+        emissions = self(tokens, kingdom)
+        mask = torch.arange(emissions.shape[1], device=tokens.device)[None] < lengths[:, None]
+        nll = -self.crf.partial_log_likelihood(emissions, allowed, mask).mean()
+        if region_weight <= 0:
+            return nll
+        marginals = self.crf.marginals(emissions, mask)
+        residues = tokens[:, 1 : emissions.shape[1] + 1]
+        return nll + region_weight * region_composition_penalty(marginals, residues, mask, types)
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _check_shape(esm: nn.Module, config: ModelConfig) -> None:
+    found = backbone.backbone_config(esm)
+    for key, value in config.backbone_shape.items():
+        if found.get(key) != value:
+            raise ModelError(
+                f"backbone {config.backbone!r} has {key}={found.get(key)}, "
+                f"but the checkpoint expects {value}"
+            )
+
+
+def _saved_state(model: SignalPeptideModel) -> dict[str, torch.Tensor]:
+    """State entries a checkpoint must keep: trained parameters, the head, CRF, prompt,
+    kingdom embedding, and the backbone when it cannot be rebuilt from its spec."""
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    keep = {}
+    for name, value in model.state_dict().items():
+        if name in trained or not name.startswith("backbone.") or model.config.stores_backbone:
+            keep[name] = value.detach().cpu()
+    return keep
+
+
+def save_checkpoint(model: SignalPeptideModel, path: str | Path, extra: dict | None = None) -> None:
+    """Write a training checkpoint atomically."""
+    payload = {
+        "format": "peftsp-checkpoint",
+        "peftsp_version": __version__,
+        "config": model.config.to_dict(),
+        "state": _saved_state(model),
+        "extra": extra or {},
+    }
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
+    """Rebuild a model from a checkpoint written by save_checkpoint (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise ModelError(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != "peftsp-checkpoint":
+        raise ModelError(f"{path}: not a PEFT-SP checkpoint (written by `peftsp train`)")
+    config = ModelConfig.from_dict(payload["config"])
+    if config.stores_backbone:
+        esm = backbone.build_backbone(config.backbone_shape)
+        model = SignalPeptideModel(esm, config)
+    else:
+        model = SignalPeptideModel.create(config)
+    state = payload["state"]
+    missing = sorted(set(_saved_state(model)) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise ModelError(
+            f"{path}: checkpoint does not match its model config "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    model.load_state_dict(state, strict=False)
+    return model.eval(), payload.get("extra", {})
