@@ -42,30 +42,47 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "fair-esm checkpoint .pt, or random:NAME / random:L6-E320-H20 for random weights",
     )
     p.add_argument("--peft", choices=("lora", "adapter", "prompt", "full"), default="lora")
-    p.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N layers "
-                   "(default: all)")
+    p.add_argument(
+        "--lora-layers", type=int, default=None, help="LoRA on the last N layers (default: all)"
+    )
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=8.0)
     p.add_argument("--lora-dropout", type=float, default=0.1)
-    p.add_argument("--adapter-layers", type=int, default=None, help="adapters in the last N "
-                   "layers (default: all)")
+    p.add_argument(
+        "--adapter-layers",
+        type=int,
+        default=None,
+        help="adapters in the last N layers (default: all)",
+    )
     p.add_argument("--adapter-size", type=int, default=None, help="bottleneck (default: E/2)")
     p.add_argument("--prompt-length", type=int, default=10, help="soft prompt tokens")
-    p.add_argument("--kingdom-conditioning", action="store_true",
-                   help="learn a kingdom embedding added before the emission layer")
-    p.add_argument("--region-weight", type=float, default=0.5,
-                   help="weight of the n/h, h/c composition regulariser (0 = off)")
+    p.add_argument(
+        "--kingdom-conditioning",
+        action="store_true",
+        help="learn a kingdom embedding added before the emission layer",
+    )
+    p.add_argument(
+        "--region-weight",
+        type=float,
+        default=0.5,
+        help="weight of the n/h, h/c composition regulariser (0 = off)",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: 0.0067 for lora, 0.001 otherwise)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: 0.0067 for lora, 0.001 otherwise)",
+    )
     p.add_argument("--weight-decay", type=float, default=1.2e-6)
     p.add_argument("--clip", type=float, default=0.25, help="gradient-norm clip")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the emissions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=int, default=70, help="residues seen by the model")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N training records (quick runs)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="use only the first N training records (quick runs)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="training checkpoint (.pt) or model bundle")
     p.add_argument("--out", default=None, help="write the metrics CSV here")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--no-organism-rule", action="store_true",
-                   help="do not mask non-Sec/SPI types for eukarya at decode time")
+    p.add_argument(
+        "--no-organism-rule",
+        action="store_true",
+        help="do not mask non-Sec/SPI types for eukarya at decode time",
+    )
     _add_common(p)
 
     p = sub.add_parser("export", help="merge PEFT weights and export a model bundle (ONNX)")
@@ -103,8 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("--fp16", action="store_true", help="also write an fp16 ONNX for CUDA")
     p.add_argument("--int8", action="store_true", help="also write a dynamic int8 ONNX (CPU)")
-    p.add_argument("--metrics", default=None,
-                   help="metrics JSON to record in model.json (e.g. test_metrics.json)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="metrics JSON to record in model.json (e.g. test_metrics.json)",
+    )
     _add_common(p)
 
     p = sub.add_parser("predict", help="predict signal peptides for a FASTA file")
@@ -130,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("pipeline", help="run shard -> predict -> merge locally")
-    p.add_argument("--input", required=True, help="FASTA, or samplesheet CSV "
-                   "(id,fasta[,organism])")
+    p.add_argument("--input", required=True, help="FASTA, or samplesheet CSV (id,fasta[,organism])")
     p.add_argument("--outdir", required=True)
     p.add_argument("--shard-size", type=int, default=5000)
     p.add_argument("--model", default=None)

@@ -1,0 +1,294 @@
+"""Training: batches from labelled records, the training loop, best-epoch selection, and
+running a PyTorch model over labelled records (for validation and evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from peftsp import backbone, grammar, metrics, tokens
+from peftsp.atomic import atomic_write
+from peftsp.decoding import decode
+from peftsp.errors import InputError, PeftSPError
+from peftsp.fasta import LabelledRecord, read_labelled_list
+from peftsp.model import (
+    ORGANISM_IDS,
+    ModelConfig,
+    SignalPeptideModel,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+log = logging.getLogger("peftsp")
+
+DEFAULT_LR = {"lora": 0.0067, "adapter": 0.001, "prompt": 0.01, "full": 0.001}
+# Share of training batches whose kingdom is hidden ("other") when conditioning on it, so
+# the model also predicts without a kingdom.
+KINGDOM_HIDE_RATE = 0.1
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 3
+    batch_size: int = 20
+    lr: float = 0.0067
+    weight_decay: float = 1.2e-6
+    clip: float = 0.25
+    region_weight: float = 0.5
+    seed: int = 0
+    quiet: bool = False
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (B, T)
+    lengths: torch.Tensor  # (B,) residues used
+    allowed: torch.Tensor  # (B, L, 37) bool
+    types: torch.Tensor  # (B,) SP type ids
+    kingdom: torch.Tensor  # (B,) organism ids
+
+
+def organism_of(record: LabelledRecord) -> str:
+    return grammar.KINGDOM_TO_ORGANISM[record.kingdom]
+
+
+def make_batch(records: list[LabelledRecord], window: int) -> Batch:
+    """Tokens, lengths, allowed-state bitmaps (padded with True), types and kingdoms."""
+    seqs = [r.sequence[:window] for r in records]
+    ids, lengths = tokens.encode(seqs, window)
+    allowed = np.ones((len(records), int(lengths.max()), grammar.NUM_STATES), dtype=bool)
+    for row, record in enumerate(records):
+        try:
+            bitmap = grammar.region_bitmap(seqs[row], record.labels[:window], record.sp_type)
+        except grammar.LabelError as err:
+            raise InputError(str(err), record=record.accession, line=record.line) from err
+        allowed[row, : len(bitmap)] = bitmap
+    return Batch(
+        tokens=torch.as_tensor(ids),
+        lengths=torch.as_tensor(lengths),
+        allowed=torch.as_tensor(allowed),
+        types=torch.tensor([grammar.SP_TYPES.index(r.sp_type) for r in records]),
+        kingdom=torch.tensor([ORGANISM_IDS[organism_of(r)] for r in records]),
+    )
+
+
+def predict_records(
+    model: SignalPeptideModel,
+    records: list[LabelledRecord],
+    batch_size: int = 64,
+    organism_rule: bool = True,
+    quiet: bool = True,
+) -> tuple[list[str], list[int | None]]:
+    """Predicted types and cleavage sites of a PyTorch model, decoded as at prediction time."""
+    model.eval()
+    crf = model.crf.numpy_parameters()
+    types: list[str] = []
+    sites: list[int | None] = []
+    window = model.config.window
+    with torch.no_grad():
+        for start in tqdm(
+            range(0, len(records), batch_size), disable=quiet, desc="evaluate", unit="batch"
+        ):
+            chunk = records[start : start + batch_size]
+            batch = make_batch(chunk, window)
+            kingdom = batch.kingdom if model.config.kingdom_conditioning else None
+            emissions = model(batch.tokens, kingdom).float().numpy()
+            masks = np.stack(
+                [
+                    grammar.organism_state_mask(organism_of(r) if organism_rule else "other")
+                    for r in chunk
+                ]
+            )
+            out = decode(emissions, batch.lengths.numpy(), crf, masks)
+            types += [grammar.SP_TYPES[t] for t in out.types]
+            sites += out.cs
+    return types, sites
+
+
+def evaluate_records(
+    model: SignalPeptideModel,
+    records: list[LabelledRecord],
+    organism_rule: bool = True,
+    batch_size: int = 64,
+    quiet: bool = True,
+) -> dict[str, float]:
+    """SignalP 6.0 metrics of a model on labelled records."""
+    pred_types, pred_cs = predict_records(model, records, batch_size, organism_rule, quiet)
+    kingdoms, true_types, true_cs = _truth(records)
+    return metrics.compute_metrics(kingdoms, true_types, pred_types, true_cs, pred_cs)
+
+
+def _truth(records: list[LabelledRecord]) -> tuple[list[str], list[str], list[int | None]]:
+    return (
+        [r.kingdom for r in records],
+        [r.sp_type for r in records],
+        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
+    )
+
+
+def selection_score(model: SignalPeptideModel, records: list[LabelledRecord]) -> float:
+    """Validation score for best-epoch selection: detection MCC + CS MCC, kingdom-averaged."""
+    pred_types, pred_cs = predict_records(model, records)
+    kingdoms, true_types, true_cs = _truth(records)
+    return metrics.detection_and_cs_mcc(kingdoms, true_types, pred_types, true_cs, pred_cs)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def fit(
+    model: SignalPeptideModel,
+    train: list[LabelledRecord],
+    val: list[LabelledRecord],
+    options: TrainOptions,
+    outdir: Path,
+) -> dict:
+    """Train, validate after each epoch, keep the best epoch in outdir/model.pt."""
+    if not train:
+        raise InputError("no training records")
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adamax(params, lr=options.lr, weight_decay=options.weight_decay)
+    history: list[dict] = []
+    best = {"score": -np.inf}
+    window = model.config.window
+    for epoch in range(1, options.epochs + 1):
+        model.train()
+        order = rng.permutation(len(train))
+        starts = range(0, len(order), options.batch_size)
+        bar = tqdm(
+            starts, disable=options.quiet, desc=f"epoch {epoch}/{options.epochs}", unit="batch"
+        )
+        total = 0.0
+        for start in bar:
+            batch = make_batch(
+                [train[i] for i in order[start : start + options.batch_size]], window
+            )
+            kingdom = None
+            if model.config.kingdom_conditioning:
+                hide = torch.as_tensor(rng.random(len(batch.kingdom)) < KINGDOM_HIDE_RATE)
+                kingdom = batch.kingdom.masked_fill(hide, ORGANISM_IDS["other"])
+            loss = model.loss(
+                batch.tokens,
+                batch.lengths,
+                batch.allowed,
+                batch.types,
+                kingdom,
+                options.region_weight,
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, options.clip)
+            optimizer.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        score = selection_score(model, val) if val else -total
+        entry = {"epoch": epoch, "train_loss": total / max(1, len(starts)), "val_score": score}
+        history.append(entry)
+        log.info(
+            "epoch %d: train loss %.4f, validation score %.4f", epoch, entry["train_loss"], score
+        )
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch}
+            save_checkpoint(
+                model, outdir / "model.pt", extra={"best_epoch": epoch, "val_score": score}
+            )
+    _write_json(outdir / "train_log.json", {"history": history, "best": best})
+    return best
+
+
+def split_partitions(
+    records: list[LabelledRecord], test: int, val: int
+) -> tuple[list[LabelledRecord], list[LabelledRecord], list[LabelledRecord]]:
+    """(train, validation, test) records: train is every partition other than test and val."""
+    if test == val:
+        raise PeftSPError("the test and validation partitions must differ")
+    present = {r.partition for r in records}
+    for name, part in (("test", test), ("validation", val)):
+        if part not in present:
+            raise PeftSPError(
+                f"{name} partition {part} has no records (partitions present: {sorted(present)})"
+            )
+    train = [r for r in records if r.partition not in (test, val)]
+    return (
+        train,
+        [r for r in records if r.partition == val],
+        [r for r in records if r.partition == test],
+    )
+
+
+def config_from_args(args, esm) -> ModelConfig:
+    """The model config from `peftsp train` options and the loaded backbone."""
+    spec = args.backbone
+    if Path(spec).is_file():  # a checkpoint path must still resolve when loaded elsewhere
+        spec = str(Path(spec).resolve())
+    return ModelConfig(
+        backbone=spec,
+        backbone_shape=backbone.backbone_config(esm),
+        peft=args.peft,
+        lora_layers=args.lora_layers,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        adapter_layers=args.adapter_layers,
+        adapter_size=args.adapter_size,
+        prompt_length=args.prompt_length,
+        kingdom_conditioning=args.kingdom_conditioning,
+        dropout=args.dropout,
+        window=args.window,
+    )
+
+
+def options_from_args(args) -> TrainOptions:
+    return TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else DEFAULT_LR[args.peft],
+        weight_decay=args.weight_decay,
+        clip=args.clip,
+        region_weight=args.region_weight,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
+
+
+def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: Path) -> dict:
+    """Train one (test, validation) split into outdir; returns test metrics of the best epoch."""
+    train, val_records, test_records = split_partitions(records, test, val)
+    if args.limit:
+        train = train[: args.limit]
+    outdir.mkdir(parents=True, exist_ok=True)
+    esm = backbone.load_backbone(args.backbone, seed=args.seed)
+    model = SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed)
+    log.info(
+        "training %s on %d records (validation %d, test %d); %d trainable parameters",
+        args.peft,
+        len(train),
+        len(val_records),
+        len(test_records),
+        model.trainable_parameter_count(),
+    )
+    best = fit(model, train, val_records, options_from_args(args), outdir)
+    model, _ = load_checkpoint(outdir / "model.pt")
+    test_metrics = evaluate_records(model, test_records, quiet=args.quiet)
+    _write_json(outdir / "test_metrics.json", {"best": best, "metrics": test_metrics})
+    return test_metrics
+
+
+def train_command(args) -> None:
+    """`peftsp train`: one model, best epoch on the validation partition."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records = read_labelled_list(args.data)
+    train_one(args, records, args.test_partition, args.val_partition, Path(args.outdir))

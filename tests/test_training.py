@@ -1,0 +1,123 @@
+"""Training end to end on a tiny fair-esm checkpoint: fitting, frozen weights, checkpoints,
+and the train / evaluate / crossval commands."""
+
+import json
+
+import pytest
+import torch
+from synthetic import write_dataset
+
+from peftsp import backbone, grammar
+from peftsp.cli import main
+from peftsp.fasta import read_labelled_list
+from peftsp.model import ModelConfig, SignalPeptideModel, load_checkpoint
+from peftsp.training import TrainOptions, fit, predict_records
+
+METHODS = ("lora", "adapter", "prompt", "full")
+
+
+def _truth(records):
+    types = [r.sp_type for r in records]
+    sites = [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records]
+    return types, sites
+
+
+@pytest.mark.parametrize("peft", METHODS)
+def test_tiny_model_fits_synthetic_records_with_each_method(peft, trained, synthetic_file):
+    model, _ = load_checkpoint(trained(peft))
+    records = read_labelled_list(synthetic_file)
+    assert len(records) == 30
+    assert predict_records(model, records) == _truth(records)
+    log = json.loads((trained(peft).parent / "train_log.json").read_text())
+    losses = [entry["train_loss"] for entry in log["history"]]
+    assert losses[-1] < 0.25 * losses[0]
+
+
+@pytest.mark.parametrize("peft", ("lora", "adapter", "prompt"))
+def test_a_training_step_leaves_the_frozen_backbone_unchanged(peft, tiny_backbone_file, tmp_path):
+    esm = backbone.load_backbone(str(tiny_backbone_file))
+    config = ModelConfig(str(tiny_backbone_file), backbone.backbone_config(esm), peft=peft)
+    model = SignalPeptideModel(esm, config, seed=0)
+    frozen = {
+        name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad
+    }
+    trainable = {
+        name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
+    }
+    records = read_labelled_list(write_dataset(tmp_path / "d.fasta", per_type=2))
+    fit(model, records, [], TrainOptions(epochs=1, batch_size=12, lr=0.01, quiet=True), tmp_path)
+    params = dict(model.named_parameters())
+    assert frozen and all(torch.equal(params[n], v) for n, v in frozen.items())
+    changed = [n for n, v in trainable.items() if not torch.equal(params[n], v)]
+    assert any(n.startswith("backbone.") or n.startswith("prompt") for n in changed)
+
+
+def test_checkpoint_keeps_only_trained_weights_and_reproduces_predictions(
+    trained, synthetic_file, tiny_backbone_file
+):
+    path = trained("lora")
+    state = torch.load(path, weights_only=True)["state"]
+    backbone_keys = [k for k in state if k.startswith("backbone.")]
+    assert backbone_keys and all("lora_" in k for k in backbone_keys)
+    records = read_labelled_list(synthetic_file)
+    first, _ = load_checkpoint(path)
+    second, _ = load_checkpoint(path)
+    ids = torch.randint(4, 24, (3, 30))
+    ids[:, 0], ids[:, -1] = 0, 2
+    with torch.no_grad():
+        assert torch.equal(first(ids), second(ids))
+    assert predict_records(first, records) == predict_records(second, records)
+
+
+def test_train_command_writes_checkpoint_log_and_test_metrics(tiny_backbone_file, tmp_path):
+    data = write_dataset(tmp_path / "d.fasta", per_type=4)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--backbone", str(tiny_backbone_file)]
+    argv += ["--peft", "lora", "--lora-rank", "4", "--epochs", "2", "--batch-size", "8"]
+    argv += ["--test-partition", "0", "--val-partition", "1", "--outdir", str(out), "--quiet"]
+    assert main(argv) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert [e["epoch"] for e in log["history"]] == [1, 2]
+    assert log["best"]["epoch"] in (1, 2)
+    model, extra = load_checkpoint(out / "model.pt")
+    assert extra["best_epoch"] == log["best"]["epoch"]
+    assert model.config.lora_rank == 4
+    test = json.loads((out / "test_metrics.json").read_text())["metrics"]
+    assert any(key.startswith("EUKARYA") for key in test)
+
+
+def test_train_refuses_missing_partition_and_unknown_backbone(tiny_backbone_file, tmp_path, capsys):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    base = ["train", "--data", str(data), "--outdir", str(tmp_path / "o"), "--quiet"]
+    assert main([*base, "--backbone", str(tiny_backbone_file), "--test-partition", "7"]) == 1
+    assert "test partition 7 has no records" in capsys.readouterr().err
+    assert main([*base, "--backbone", str(tmp_path / "nope.pt")]) == 1
+    assert "nope.pt" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_evaluate_command_prints_the_cell_table(trained, synthetic_file, tmp_path, capsys):
+    out = tmp_path / "metrics.csv"
+    argv = ["evaluate", "--data", str(synthetic_file), "--partition", "0"]
+    assert main([*argv, "--model", str(trained("lora")), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| Eukarya       | Sec/SPI   |" in printed and "**Mean**" in printed
+    assert out.read_text().count("\n") >= 2
+
+
+def test_crossval_writes_six_models_and_both_tables(tiny_backbone_file, tmp_path):
+    data = write_dataset(tmp_path / "d.fasta", per_type=3)
+    out = tmp_path / "cv"
+    argv = ["crossval", "--data", str(data), "--backbone", str(tiny_backbone_file)]
+    argv += ["--epochs", "1", "--batch-size", "8", "--outdir", str(out), "--quiet"]
+    assert main(argv) == 0
+    models = sorted(p.parent.name for p in out.glob("*/model.pt"))
+    assert models == [f"test_{t}_valid_{v}" for t in range(3) for v in range(3) if t != v]
+    header = (out / "crossval_metrics.csv").read_text().splitlines()[0].split(",")
+    assert header == ["metric", *models]
+    cells = (out / "crossval_table.csv").read_text().splitlines()
+    assert len(cells) == 1 + 16 + 1 and cells[1].startswith("Archaea,Sec/SPI,")
+    assert cells[-1].lower().startswith("mean")
+    table = (out / "crossval_table.md").read_text()
+    assert "SignalP 6.0" in table and "Mean" in table
+    assert (out / "crossval_table.csv").stat().st_size > 0
