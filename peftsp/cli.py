@@ -80,6 +80,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the emissions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=int, default=70, help="residues seen by the model")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument(
         "--limit", type=int, default=None, help="use only the first N training records (quick runs)"
     )
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p)
     p.add_argument("--test-partition", type=int, default=0)
     p.add_argument("--val-partition", type=int, default=1)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="validate on this seeded share of the non-test records instead of a partition "
+        "(trains on every partition but the test one)",
+    )
     p.add_argument("--outdir", required=True)
     _add_common(p)
 

@@ -140,7 +140,7 @@ def numbered_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     truncated file.
     """
     name = str(path)
-    with _open_binary(path, name) as handle:
+    with open_binary(path, name) as handle:
         try:
             for number, raw in enumerate(handle, start=1):
                 yield number, _decode(raw, name, number)
@@ -151,7 +151,7 @@ def numbered_lines(path: PathLike) -> Iterator[tuple[int, str]]:
 
 
 @contextmanager
-def _open_binary(path: PathLike, name: str) -> Iterator[BinaryIO]:
+def open_binary(path: PathLike, name: str) -> Iterator[BinaryIO]:
     """The file's bytes, gunzipped when it starts with the gzip magic number."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)

@@ -54,6 +54,14 @@ class Batch:
     types: torch.Tensor  # (B,) SP type ids
     kingdom: torch.Tensor  # (B,) organism ids
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            *(
+                t.to(device)
+                for t in (self.tokens, self.lengths, self.allowed, self.types, self.kingdom)
+            )
+        )
+
 
 def organism_of(record: LabelledRecord) -> str:
     return grammar.KINGDOM_TO_ORGANISM[record.kingdom]
@@ -88,6 +96,7 @@ def predict_records(
 ) -> tuple[list[str], list[int | None]]:
     """Predicted types and cleavage sites of a PyTorch model, decoded as at prediction time."""
     model.eval()
+    device = next(model.parameters()).device
     crf = model.crf.numpy_parameters()
     types: list[str] = []
     sites: list[int | None] = []
@@ -97,16 +106,16 @@ def predict_records(
             range(0, len(records), batch_size), disable=quiet, desc="evaluate", unit="batch"
         ):
             chunk = records[start : start + batch_size]
-            batch = make_batch(chunk, window)
+            batch = make_batch(chunk, window).to(device)
             kingdom = batch.kingdom if model.config.kingdom_conditioning else None
-            emissions = model(batch.tokens, kingdom).float().numpy()
+            emissions = model(batch.tokens, kingdom).float().cpu().numpy()
             masks = np.stack(
                 [
                     grammar.organism_state_mask(organism_of(r) if organism_rule else "other")
                     for r in chunk
                 ]
             )
-            out = decode(emissions, batch.lengths.numpy(), crf, masks)
+            out = decode(emissions, batch.lengths.cpu().numpy(), crf, masks)
             types += [grammar.SP_TYPES[t] for t in out.types]
             sites += out.cs
     return types, sites
@@ -163,6 +172,7 @@ def fit(
     history: list[dict] = []
     best = {"score": -np.inf}
     window = model.config.window
+    device = next(model.parameters()).device
     for epoch in range(1, options.epochs + 1):
         model.train()
         order = rng.permutation(len(train))
@@ -174,10 +184,11 @@ def fit(
         for start in bar:
             batch = make_batch(
                 [train[i] for i in order[start : start + options.batch_size]], window
-            )
+            ).to(device)
             kingdom = None
             if model.config.kingdom_conditioning:
                 hide = torch.as_tensor(rng.random(len(batch.kingdom)) < KINGDOM_HIDE_RATE)
+                hide = hide.to(device)
                 kingdom = batch.kingdom.masked_fill(hide, ORGANISM_IDS["other"])
             loss = model.loss(
                 batch.tokens,
@@ -204,8 +215,17 @@ def fit(
             save_checkpoint(
                 model, outdir / "model.pt", extra={"best_epoch": epoch, "val_score": score}
             )
-    _write_json(outdir / "train_log.json", {"history": history, "best": best})
+        _write_json(outdir / "train_log.json", {"history": history, "best": best})
     return best
+
+
+def training_device(name: str) -> torch.device:
+    """The torch device for `--device cpu|cuda|auto` (auto: cuda when available)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PeftSPError("--device cuda: no CUDA device is usable by this PyTorch build")
+    return torch.device(name)
 
 
 def split_partitions(
@@ -225,6 +245,21 @@ def split_partitions(
         train,
         [r for r in records if r.partition == val],
         [r for r in records if r.partition == test],
+    )
+
+
+def split_validation(
+    records: list[LabelledRecord], fraction: float, seed: int
+) -> tuple[list[LabelledRecord], list[LabelledRecord]]:
+    """(train, validation): a seeded random `fraction` of `records` held out for validation."""
+    if not 0 < fraction < 1:
+        raise PeftSPError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(records))
+    cut = round(len(records) * fraction)
+    held = set(order[:cut].tolist())
+    return (
+        [r for i, r in enumerate(records) if i not in held],
+        [r for i, r in enumerate(records) if i in held],
     )
 
 
@@ -266,11 +301,14 @@ def options_from_args(args) -> TrainOptions:
 def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: Path) -> dict:
     """Train one (test, validation) split into outdir; returns test metrics of the best epoch."""
     train, val_records, test_records = split_partitions(records, test, val)
+    if getattr(args, "val_fraction", None):
+        train, val_records = split_validation(train + val_records, args.val_fraction, args.seed)
     if args.limit:
         train = train[: args.limit]
     outdir.mkdir(parents=True, exist_ok=True)
     esm = backbone.load_backbone(args.backbone, seed=args.seed)
     model = SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed)
+    model.to(training_device(args.device))
     log.info(
         "training %s on %d records (validation %d, test %d); %d trainable parameters",
         args.peft,
@@ -281,6 +319,7 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     )
     best = fit(model, train, val_records, options_from_args(args), outdir)
     model, _ = load_checkpoint(outdir / "model.pt")
+    model.to(training_device(args.device))
     test_metrics = evaluate_records(model, test_records, quiet=args.quiet)
     _write_json(outdir / "test_metrics.json", {"best": best, "metrics": test_metrics})
     return test_metrics

@@ -8,8 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from esm_fixtures import save_fair_esm_checkpoint, tiny_esm2  # noqa: E402
-from synthetic import write_dataset  # noqa: E402
+from esm_fixtures import save_fair_esm_checkpoint, tiny_esm2
+from synthetic import write_dataset
 
 FIT_EPOCHS = 40
 FIT_LR = 0.02
@@ -85,3 +85,9 @@ def bundle(tmp_path_factory, trained):
         return cache[peft]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def model_bundle(bundle) -> Path:
+    """The exported bundle of the LoRA-tuned tiny model."""
+    return bundle("lora")

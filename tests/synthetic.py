@@ -47,9 +47,7 @@ def make_record(rng: random.Random, sp_type: str, length: int = 40) -> tuple[str
     if sp_type == "PILIN":
         helix = "FTLIEL" + _pick(rng, _HYDRO, 14)
         rest = helix + _pick(rng, _MATURE, length - len(sp) - len(helix))
-        return sp + rest, letter * len(sp) + "M" * len(helix) + "O" * (
-            len(rest) - len(helix)
-        )
+        return sp + rest, letter * len(sp) + "M" * len(helix) + "O" * (len(rest) - len(helix))
     rest = _pick(rng, _MATURE, length - len(sp))
     return sp + rest, letter * len(sp) + "O" * len(rest)
 
@@ -61,8 +59,8 @@ def make_dataset(per_type: int = 5, seed: int = 0, partitions: int = 3) -> list[
     index = 0
     for sp_type in ("NO_SP", "SP", "LIPO", "TAT", "TATLIPO", "PILIN"):
         for i in range(per_type):
-            kingdom = "EUKARYA" if sp_type in ("NO_SP", "SP") and i % 2 == 0 else (
-                KINGDOMS[1 + i % 3]
+            kingdom = (
+                "EUKARYA" if sp_type in ("NO_SP", "SP") and i % 2 == 0 else (KINGDOMS[1 + i % 3])
             )
             seq, labels = make_record(rng, sp_type, length=rng.choice((36, 40, 48)))
             lines += [f">SYN{index:04d}|{kingdom}|{sp_type}|{index % partitions}", seq, labels]

@@ -1,0 +1,250 @@
+"""Export a trained checkpoint to a model bundle: merged weights as ONNX + model.json.
+
+Steps: load the checkpoint; merge LoRA into the base weights and check the merged model
+against the unmerged one; export backbone + emission layer with dynamic batch and length;
+check ONNX Runtime against PyTorch on a padded batch and refuse to write a bundle that
+disagrees; write model.json (config, CRF scores, states, checksums). Optional fp16 (for the
+CUDA EP) and dynamic int8 (CPU) variants are written beside the fp32 graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from peftsp import __version__, backbone, grammar, peft, tokens
+from peftsp.atomic import umask
+from peftsp.errors import ModelError
+from peftsp.model import ORGANISM_IDS, SignalPeptideModel, load_checkpoint
+from peftsp.runtime import BUNDLE_FORMAT, BUNDLE_VERSIONS, sha256_file
+
+log = logging.getLogger("peftsp")
+
+OPSET = 17
+# Largest |ONNX - PyTorch| emission difference accepted for the fp32 graph.
+TOLERANCE = 1e-4
+_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+
+
+class _Exported(nn.Module):
+    """What goes into the ONNX graph: tokens (+ kingdom) -> emissions, no CRF, no LM head."""
+
+    def __init__(self, model: SignalPeptideModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, kingdom: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(tokens, kingdom)
+
+
+def example_batch(window: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A padded batch of random proteins of mixed lengths (padding is essential for tracing)."""
+    rng = np.random.default_rng(seed)
+    lengths = [window, max(1, window // 2), 7, 1, window - 3]
+    seqs = ["".join(rng.choice(list(_AMINO_ACIDS), size=n)) for n in lengths]
+    ids, used = tokens.encode(seqs, window)
+    kingdom = np.arange(len(seqs)) % len(ORGANISM_IDS)
+    return ids, used, kingdom
+
+
+def _emissions(model: nn.Module, ids: np.ndarray, kingdom: np.ndarray | None) -> np.ndarray:
+    with torch.no_grad():
+        k = torch.as_tensor(kingdom) if kingdom is not None else None
+        return model(torch.as_tensor(ids), k).float().numpy()
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray, lengths: np.ndarray) -> float:
+    """Largest difference over the valid residue positions of each row."""
+    valid = np.arange(a.shape[1])[None, :] < lengths[:, None]
+    return float(np.abs(a - b)[valid].max())
+
+
+def merged_copy(model: SignalPeptideModel) -> SignalPeptideModel:
+    """A copy with LoRA folded into the base weights (W + alpha/r B A)."""
+    merged = copy.deepcopy(model).eval()
+    peft.merge_lora(merged)
+    return merged
+
+
+def _onnx_inputs(model: SignalPeptideModel, ids: np.ndarray, kingdom: np.ndarray) -> dict:
+    feeds = {"tokens": ids}
+    if model.config.kingdom_conditioning:
+        feeds["kingdom"] = kingdom
+    return feeds
+
+
+def export_onnx(model: SignalPeptideModel, path: Path, ids: np.ndarray, kingdom: np.ndarray):
+    """TorchScript-based ONNX export with dynamic batch and length."""
+    backbone.reset_rotary_caches(model)
+    conditioned = model.config.kingdom_conditioning
+    args = (
+        (torch.as_tensor(ids), torch.as_tensor(kingdom)) if conditioned else (torch.as_tensor(ids),)
+    )
+    names = ["tokens", "kingdom"] if conditioned else ["tokens"]
+    axes = {"tokens": {0: "batch", 1: "length"}, "emissions": {0: "batch", 1: "residues"}}
+    if conditioned:
+        axes["kingdom"] = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
+        torch.onnx.export(
+            _Exported(model).eval(),
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=names,
+            output_names=["emissions"],
+            dynamic_axes=axes,
+        )
+
+
+def run_onnx(path: Path, feeds: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["emissions"], feeds)[0]
+
+
+def _write_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+
+
+def _write_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Per-tensor U8S8 saturates on AVX2 CPUs without VNNI; per-channel + reduce_range is safe.
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+    )
+
+
+def bundle_metadata(
+    model: SignalPeptideModel, name: str, checks: dict, metrics: dict | None
+) -> dict:
+    """model.json content (without the file checksums)."""
+    config = model.config.to_dict()
+    crf = model.crf.numpy_parameters()
+    return {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSIONS[-1],
+        "peftsp_version": __version__,
+        "name": name,
+        "backbone": config.pop("backbone"),
+        "backbone_shape": config.pop("backbone_shape"),
+        "window": config.pop("window"),
+        "kingdom_conditioning": config.pop("kingdom_conditioning"),
+        "peft": config,
+        "states": list(grammar.STATES),
+        "sp_types": list(grammar.SP_TYPES),
+        "organism_ids": ORGANISM_IDS,
+        "crf": {key: value.tolist() for key, value in crf.items()},
+        "export_check": checks,
+        "metrics": metrics,
+    }
+
+
+def export_bundle(
+    model: SignalPeptideModel,
+    outdir: str | Path,
+    name: str = "peftsp",
+    fp16: bool = False,
+    int8: bool = False,
+    metrics: dict | None = None,
+) -> dict:
+    """Write a checked model bundle to outdir (replacing an older bundle there atomically)."""
+    outdir = Path(outdir)
+    if outdir.exists() and any(outdir.iterdir()) and not (outdir / "model.json").exists():
+        raise ModelError(f"{outdir}: exists and is not a model bundle; refusing to overwrite")
+    model = model.eval()
+    ids, lengths, kingdom = example_batch(model.config.window)
+    k = kingdom if model.config.kingdom_conditioning else None
+    reference = _emissions(model, ids, k)
+    merged = merged_copy(model)
+    merge_diff = max_abs_diff(_emissions(merged, ids, k), reference, lengths)
+    log.info("merged vs unmerged PyTorch: max abs diff %.2e", merge_diff)
+    if merge_diff > TOLERANCE:
+        raise ModelError(f"merged model differs from the unmerged one by {merge_diff:.2e}")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}."))
+    staging.chmod(0o777 & ~umask())
+    try:
+        export_onnx(merged, staging / "model.onnx", ids, kingdom)
+        feeds = _onnx_inputs(model, ids, kingdom)
+        onnx_diff = max_abs_diff(run_onnx(staging / "model.onnx", feeds), reference, lengths)
+        log.info("ONNX Runtime vs PyTorch: max abs diff %.2e", onnx_diff)
+        if onnx_diff > TOLERANCE:
+            raise ModelError(
+                f"ONNX export disagrees with PyTorch (max abs diff {onnx_diff:.2e} > "
+                f"{TOLERANCE:g}); no bundle written"
+            )
+        checks = {"merge_max_abs_diff": merge_diff, "max_abs_diff": onnx_diff}
+        files = {"model.onnx": "fp32"}
+        if fp16:
+            _write_fp16(staging / "model.onnx", staging / "model.fp16.onnx")
+            files["model.fp16.onnx"] = "fp16"
+        if int8:
+            _write_int8(staging / "model.onnx", staging / "model.int8.onnx")
+            checks["int8_max_abs_diff"] = max_abs_diff(
+                run_onnx(staging / "model.int8.onnx", feeds), reference, lengths
+            )
+            files["model.int8.onnx"] = "int8"
+        meta = bundle_metadata(model, name, checks, metrics)
+        meta["files"] = {
+            f.name: {"sha256": sha256_file(f), "precision": files.get(f.name, "data")}
+            for f in sorted(staging.iterdir())
+        }
+        (staging / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
+        _replace_dir(staging, outdir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move the staged bundle into place; an older bundle is removed only afterwards."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_command(args) -> None:
+    """`peftsp export`: checkpoint -> checked ONNX model bundle."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, _ = load_checkpoint(args.checkpoint)
+    beside = Path(args.checkpoint).with_name("test_metrics.json")  # written by `peftsp train`
+    source = Path(args.metrics) if args.metrics else beside if beside.is_file() else None
+    metrics = None
+    if source is not None:
+        loaded = json.loads(source.read_text())
+        metrics = loaded.get("metrics", loaded)
+    meta = export_bundle(
+        model,
+        args.outdir,
+        name=Path(args.checkpoint).stem,
+        fp16=args.fp16,
+        int8=args.int8,
+        metrics=metrics,
+    )
+    print(
+        f"wrote {args.outdir}: ONNX vs PyTorch max abs diff "
+        f"{meta['export_check']['max_abs_diff']:.2e}"
+    )

@@ -1,0 +1,116 @@
+"""Export: merged LoRA equals unmerged, ONNX equals PyTorch (LoRA, adapter, prompt), the bundle
+is refused when they disagree, and model.json describes the model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from peftsp import export, grammar, tokens
+from peftsp.cli import main
+from peftsp.decoding import decode
+from peftsp.errors import ModelError
+from peftsp.fasta import read_labelled_list
+from peftsp.model import load_checkpoint
+from peftsp.runtime import Session, load_bundle
+from peftsp.training import predict_records
+
+
+@pytest.mark.parametrize("peft", ("lora", "adapter", "prompt"))
+def test_onnx_and_pytorch_agree_on_emissions_types_and_sites(peft, trained, bundle, synthetic_file):
+    model, _ = load_checkpoint(trained(peft))
+    loaded = load_bundle(bundle(peft))
+    session = Session(loaded, device="cpu", threads=1)
+    records = read_labelled_list(synthetic_file)
+    ids, lengths = tokens.encode([r.sequence for r in records], loaded.window)
+    kingdom = np.zeros(len(records), dtype=np.int64)
+    onnx = session.emissions(ids, kingdom)
+    with torch.no_grad():
+        reference = model(torch.as_tensor(ids)).numpy()
+    assert export.max_abs_diff(onnx, reference, lengths) < 1e-4
+    decoded = decode(onnx, lengths, loaded.crf)
+    types = [grammar.SP_TYPES[t] for t in decoded.types]
+    assert (types, decoded.cs) == predict_records(model, records, organism_rule=False)
+
+
+def test_merged_lora_equals_unmerged_and_has_no_lora_left(trained):
+    model, _ = load_checkpoint(trained("lora"))
+    merged = export.merged_copy(model)
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    ids, lengths, _ = export.example_batch(model.config.window)
+    with torch.no_grad():
+        a = model(torch.as_tensor(ids)).numpy()
+        b = merged(torch.as_tensor(ids)).numpy()
+    assert export.max_abs_diff(a, b, lengths) < 1e-5
+
+
+def test_model_json_describes_the_bundle(bundle, trained):
+    meta = json.loads((bundle("lora") / "model.json").read_text())
+    assert meta["format"] == "peftsp-model" and meta["states"] == list(grammar.STATES)
+    assert meta["peft"]["peft"] == "lora" and meta["peft"]["lora_rank"] == 8
+    assert meta["window"] == 70 and meta["export_check"]["max_abs_diff"] < 1e-4
+    model, _ = load_checkpoint(trained("lora"))
+    crf = model.crf.numpy_parameters()
+    assert np.array_equal(
+        np.asarray(meta["crf"]["transitions"], dtype=np.float32), crf["transitions"]
+    )
+    assert set(meta["files"]) == {"model.onnx"}
+
+
+def test_a_bundle_that_disagrees_with_pytorch_is_not_written(
+    trained, tmp_path, monkeypatch, capsys
+):
+    real = export.run_onnx
+    monkeypatch.setattr(export, "run_onnx", lambda path, feeds: real(path, feeds) + 1e-3)
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(trained("lora")), "--outdir", str(out), "--quiet"]
+    assert main(argv) == 1
+    assert "max abs diff 1.00e-03" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_command_writes_int8_and_fp16_variants(trained, tmp_path):
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(trained("adapter")), "--outdir", str(out)]
+    assert main([*argv, "--int8", "--fp16", "--quiet"]) == 0
+    loaded = load_bundle(out)
+    assert set(loaded.meta["files"]) == {"model.onnx", "model.int8.onnx", "model.fp16.onnx"}
+    ids, lengths, kingdom = export.example_batch(loaded.window)
+    fp32 = Session(loaded, "cpu").emissions(ids, kingdom)
+    int8 = Session(loaded, "cpu", precision="int8").emissions(ids, kingdom)
+    assert np.isfinite(int8).all() and export.max_abs_diff(int8, fp32, lengths) < 1.0
+
+
+def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(trained, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    model, _ = load_checkpoint(trained("lora"))
+    with pytest.raises(ModelError, match="not a model bundle"):
+        export.export_bundle(model, out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_kingdom_conditioned_model_exports_its_kingdom_input(tiny_backbone_file, tmp_path):
+    from peftsp import backbone
+    from peftsp.model import ModelConfig, SignalPeptideModel
+
+    esm = backbone.load_backbone(str(tiny_backbone_file))
+    config = ModelConfig(
+        str(tiny_backbone_file), backbone.backbone_config(esm), kingdom_conditioning=True
+    )
+    model = SignalPeptideModel(esm, config, seed=1).eval()
+    with torch.no_grad():
+        model.kingdom.weight.normal_()
+    export.export_bundle(model, tmp_path / "b")
+    loaded = load_bundle(tmp_path / "b")
+    ids, lengths, _ = export.example_batch(loaded.window)
+    for organism in ("eukarya", "gram_negative"):
+        kingdom = np.full(len(ids), loaded.organism_id(organism))
+        with torch.no_grad():
+            reference = model(torch.as_tensor(ids), torch.as_tensor(kingdom)).numpy()
+        onnx = Session(loaded, "cpu").emissions(ids, kingdom)
+        assert export.max_abs_diff(onnx, reference, lengths) < 1e-4
+    other = Session(loaded, "cpu").emissions(ids, np.zeros(len(ids), dtype=np.int64))
+    assert export.max_abs_diff(other, onnx, lengths) > 1e-2  # the kingdom input is used
