@@ -1,0 +1,240 @@
+"""`peftsp predict` and `peftsp pipeline` on hostile input, corrupt bundles and unusable
+devices; output order, determinism and the no-torch rule."""
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peftsp.cli import main
+
+AA = "ACDEFGHIKLMNPQRSTVWY"
+OUTPUTS = {
+    "prediction_results.txt", "output.gff3", "processed_entries.fasta", "output.json",
+    "summary.html", "peftsp_mqc.json",
+}  # fmt: skip
+
+
+def proteome(n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        head = "MKKLLLLAVLAAALLASQA" if i % 3 == 0 else "M"
+        body = "".join(rng.choice(AA) for _ in range(rng.randint(5, 150)))
+        records.append(f">prot{i} protein {i}\n{head}{body}\n")
+    return "".join(records)
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def run(command, fasta: Path, out: Path, model: Path, *extra: str) -> int:
+    option = "--fasta" if command == "predict" else "--input"
+    argv = [command, option, str(fasta), "--outdir", str(out), "--model", str(model)]
+    return main([*argv, "--device", "cpu", "--quiet", *extra])
+
+
+def ids_of(out: Path) -> list[str]:
+    return [p["id"] for p in json.loads((out / "output.json").read_text())["predictions"]]
+
+
+REJECTED = {
+    "empty file": (b"", "no FASTA records", None),
+    "only blank lines": (b"\n\n  \n", "no FASTA records", None),
+    "plain text": (b"Dear colleague,\nplease find\n", "line 1", None),
+    "binary": (b"\x00\x01\x02\xff\xfe>", "line 1", None),
+    "gff given by mistake": (b"##gff-version 3\nchr1\t.\tgene\t1\t9\t.\t+\t.\tID=g\n", "GFF", None),
+    "header without sequence": (b">a\nMKV\n>b\n>c\nMKV\n", "line 3", "b"),
+    "header at end of file": (b">a\nMKV\n>b\n", "line 3", "b"),
+    "unknown character": (b">a\nMKV\n>b\nMK@V\n", "line 4", "b"),
+    "duplicate id": (b">a x\nMKV\n>a y\nMKV\n", "line 3", "a"),
+    "empty id": (b">a\nMKV\n> desc\nMKV\n", "line 3", None),
+    "only gaps": (b">a\n---\n", "line 1", "a"),
+}
+
+
+@pytest.mark.parametrize("command", ("predict", "pipeline"))
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_bad_input_is_an_error_naming_file_line_and_record(
+    command, case, tmp_path, model_bundle, capsys
+):
+    content, where, record = REJECTED[case]
+    fasta = tmp_path / "in.faa"
+    fasta.write_bytes(content)
+    out = tmp_path / "out"
+    assert run(command, fasta, out, model_bundle) == 1
+    err = capsys.readouterr().err
+    assert "peftsp: error:" in err and str(fasta) in err and where in err, err
+    if record:
+        assert f"record {record!r}" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ("predict", "pipeline"))
+def test_truncated_gzip_missing_file_and_other_compression(command, tmp_path, model_bundle, capsys):
+    data = gzip.compress(proteome(30).encode())
+    cases = {
+        "truncated.faa.gz": (data[: len(data) // 2], "gzip"),
+        "archive.faa.bz2": (b"BZh91AY&SY" + b"\x00" * 20, "bzip2"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        assert run(command, tmp_path / name, tmp_path / "out", model_bundle) == 1
+        err = capsys.readouterr().err
+        assert name in err and message in err, err
+        assert not (tmp_path / "out").exists()
+    assert run(command, tmp_path / "missing.faa", tmp_path / "out", model_bundle) == 1
+    assert "missing.faa" in capsys.readouterr().err
+
+
+NORMALISED = {
+    "spaces and digits": (">a\n1 MKKLL LLAVL\n11 AAALLASQAE DK\n", "MKKLLLLAVLAAALLASQAEDK"),
+    "crlf": (">a\r\nMKKLL\r\nLLAVL\r\n", "MKKLLLLAVL"),
+    "lower case": (">a\nmkkllllavl\n", "MKKLLLLAVL"),
+    "terminal stop": (">a\nMKKLLLLAVL*\n", "MKKLLLLAVL"),
+    "internal stop": (">a\nMKKL*LLAVL\n", "MKKLXLLAVL"),
+    "ambiguity codes": (">a\nMXBZJUOKLL\n", "MXBZXUOKLL"),
+    "gaps": (">a\nMKK-LL.LLAVL\n", "MKKLLLLAVL"),
+    "one residue": (">a\nM\n", "M"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NORMALISED))
+def test_sequences_are_normalised_with_a_warning_never_dropped(
+    case, tmp_path, model_bundle, caplog
+):
+    content, expected = NORMALISED[case]
+    fasta = tmp_path / "in.faa"
+    fasta.write_bytes(content.encode() + b">z\nMDEKNQSTGPRHY\n")
+    out = tmp_path / "out"
+    assert run("predict", fasta, out, model_bundle) == 0
+    predictions = json.loads((out / "output.json").read_text())["predictions"]
+    assert [p["id"] for p in predictions] == ["a", "z"]
+    assert predictions[0]["sequence"] == expected
+    if case in ("crlf", "one residue"):  # line endings are not a change to the sequence
+        assert predictions[0]["notes"] == []
+    else:
+        assert predictions[0]["notes"] and "normalised" in caplog.text
+
+
+def test_awkward_ids_long_and_short_proteins_and_gzip(tmp_path, model_bundle):
+    long = "MKKLLLLAVLAAALLASQA" + "EDKNQSTGPRHY" * 8333  # ~100,000 residues
+    text = (
+        ">id with spaces\tand a tab\nMKV\n>semi;colon=eq%pct\nMKKLLLLAVLAAALLASQAEDK\n"
+        f">caf\u00e9\u4e2d\nMKKLL\n>long\n{long}\n>x\nM\n"
+    )
+    plain = tmp_path / "in.faa"
+    plain.write_text(text, encoding="utf-8")
+    zipped = tmp_path / "in.faa.gz"
+    zipped.write_bytes(gzip.compress(text.encode()))
+    assert run("predict", plain, tmp_path / "a", model_bundle) == 0
+    assert run("predict", zipped, tmp_path / "b", model_bundle) == 0
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    assert ids_of(tmp_path / "a") == ["id", "semi;colon=eq%pct", "caf\u00e9\u4e2d", "long", "x"]
+    predictions = json.loads((tmp_path / "a" / "output.json").read_text())["predictions"]
+    assert predictions[3]["length"] == len(long)
+    results = (tmp_path / "a" / "prediction_results.txt").read_text().splitlines()[2:]
+    assert [line.split("\t")[0] for line in results] == ids_of(tmp_path / "a")
+
+
+def test_output_order_is_input_order_and_eukarya_allows_only_sec_spi(tmp_path, model_bundle):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(40))
+    assert run("predict", fasta, tmp_path / "o", model_bundle, "--batch-size", "4") == 0
+    assert ids_of(tmp_path / "o") == [f"prot{i}" for i in range(40)]
+    assert run("predict", fasta, tmp_path / "e", model_bundle, "--organism", "eukarya") == 0
+    predictions = json.loads((tmp_path / "e" / "output.json").read_text())["predictions"]
+    assert {p["prediction"] for p in predictions} <= {"NO_SP", "SP"}
+    assert all(p["probabilities"]["LIPO"] == 0 for p in predictions)
+
+
+def test_outputs_do_not_depend_on_batch_size_or_threads(tmp_path, model_bundle):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(50, seed=2))
+    assert run("predict", fasta, tmp_path / "ref", model_bundle) == 0
+    reference = tree(tmp_path / "ref")
+    assert set(reference) == OUTPUTS
+    for name, extra in {
+        "again": (),
+        "batch1": ("--batch-size", "1"),
+        "batch7": ("--batch-size", "7"),
+        "threads1": ("--threads", "1"),
+        "threads2": ("--threads", "2", "--batch-size", "13"),
+    }.items():
+        assert run("predict", fasta, tmp_path / name, model_bundle, *extra) == 0
+        assert tree(tmp_path / name) == reference, name
+
+
+def _corrupt(bundle: Path, tmp_path: Path, how: str) -> Path:
+    copy = tmp_path / f"bundle_{how}"
+    copy.mkdir()
+    for f in bundle.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((copy / "model.json").read_text())
+    if how == "truncated graph":
+        data = (copy / "model.onnx").read_bytes()
+        (copy / "model.onnx").write_bytes(data[: len(data) // 2])
+    elif how == "no model.json":
+        (copy / "model.json").unlink()
+    elif how == "garbled model.json":
+        (copy / "model.json").write_text("{not json")
+    elif how == "other states":
+        meta["states"] = meta["states"][::-1]
+        (copy / "model.json").write_text(json.dumps(meta))
+    elif how == "newer format":
+        meta["format_version"] = 99
+        (copy / "model.json").write_text(json.dumps(meta))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated graph", "checksum does not match"),
+        ("no model.json", "not a model bundle"),
+        ("garbled model.json", "unreadable"),
+        ("other states", "states differ"),
+        ("newer format", "format version 99"),
+    ],
+)
+def test_corrupt_or_mismatched_bundle_is_refused_before_any_output(
+    how, message, tmp_path, model_bundle, capsys
+):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(3))
+    bad = _corrupt(model_bundle, tmp_path, how)
+    assert run("predict", fasta, tmp_path / "out", bad) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(bad) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_and_unusable_gpu_are_clear_errors(tmp_path, model_bundle, capsys):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(3))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert run("predict", fasta, blocker / "out", model_bundle) == 1
+    assert "cannot write the outputs" in capsys.readouterr().err
+    argv = ["predict", "--fasta", str(fasta), "--outdir", str(tmp_path / "g")]
+    for device in ("cuda", "tensorrt"):
+        assert main([*argv, "--model", str(model_bundle), "--device", device, "--quiet"]) == 1
+        assert f"--device {device}" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_prediction_never_imports_torch(tmp_path, model_bundle):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(5))
+    code = (
+        "import sys; from peftsp.cli import main; "
+        f"rc = main(['predict', '--fasta', {str(fasta)!r}, '--outdir', {str(tmp_path / 'o')!r}, "
+        f"'--model', {str(model_bundle)!r}, '--quiet']); "
+        "assert rc == 0; assert 'torch' not in sys.modules and 'esm' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
