@@ -26,8 +26,8 @@ log = logging.getLogger("peftsp")
 BUNDLE_FORMAT = "peftsp-model"
 BUNDLE_VERSIONS = (1,)
 MODEL_ENV = "PEFTSP_MODEL"
-# The embedded default model: models/default in a checkout or an editable install.
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+# The embedded default model: package data; in a checkout a link to models/default.
+DEFAULT_MODEL = Path(__file__).parent / "default_model"
 PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 _TRT = "TensorrtExecutionProvider"
