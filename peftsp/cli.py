@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except PeftSPError as err:
         print(f"peftsp: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # e.g. an output directory that cannot be created
+        print(f"peftsp: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("peftsp: interrupted", file=sys.stderr)
         return 130

@@ -104,15 +104,16 @@ NORMALISED = {
 }
 
 
+@pytest.mark.parametrize("command", ("predict", "pipeline"))
 @pytest.mark.parametrize("case", sorted(NORMALISED))
 def test_sequences_are_normalised_with_a_warning_never_dropped(
-    case, tmp_path, model_bundle, caplog
+    command, case, tmp_path, model_bundle, caplog
 ):
     content, expected = NORMALISED[case]
     fasta = tmp_path / "in.faa"
     fasta.write_bytes(content.encode() + b">z\nMDEKNQSTGPRHY\n")
     out = tmp_path / "out"
-    assert run("predict", fasta, out, model_bundle) == 0
+    assert run(command, fasta, out, model_bundle) == 0
     predictions = json.loads((out / "output.json").read_text())["predictions"]
     assert [p["id"] for p in predictions] == ["a", "z"]
     assert predictions[0]["sequence"] == expected
@@ -221,6 +222,9 @@ def test_unwritable_output_and_unusable_gpu_are_clear_errors(tmp_path, model_bun
     blocker.write_text("")
     assert run("predict", fasta, blocker / "out", model_bundle) == 1
     assert "cannot write the outputs" in capsys.readouterr().err
+    assert run("pipeline", fasta, blocker / "out", model_bundle) == 1
+    assert f"{blocker}" in capsys.readouterr().err
+    assert blocker.read_text() == ""
     argv = ["predict", "--fasta", str(fasta), "--outdir", str(tmp_path / "g")]
     for device in ("cuda", "tensorrt"):
         assert main([*argv, "--model", str(model_bundle), "--device", device, "--quiet"]) == 1

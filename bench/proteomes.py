@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Every proteome of a directory through the local runner (`peftsp pipeline`), in one run.
+
+    python bench/proteomes.py ../shared/data/proteomes --outdir runs/proteomes --threads 2
+
+Writes a samplesheet (organism per proteome from ORGANISMS below, else `other`), runs
+`peftsp pipeline` on it in a child process, and prints the wall time, the child's peak RSS,
+proteins/s, and per proteome the proteins in (FASTA headers) and out (output.json,
+prediction_results.txt rows, GFF3 seqids within the input IDs). Exits non-zero if any count
+differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from peftsp.writers import escape_seqid
+
+# Organism groups of the proteomes in ../shared/data/proteomes (file stem prefix -> group).
+ORGANISMS = {
+    "pfalciparum": "eukarya",
+    "hvolcanii": "archaea",
+    "mjannaschii": "archaea",
+    "sacidocaldarius": "archaea",
+    "tvolcanium": "archaea",
+    "bsubtilis": "gram_positive",
+    "cglutamicum": "gram_positive",
+    "mtuberculosis": "gram_positive",
+    "mgenitalium": "gram_positive",
+    "ecoli": "gram_negative",
+    "paeruginosa": "gram_negative",
+    "baphidicola": "gram_negative",
+}
+
+
+def sample_name(path: Path) -> str:
+    return path.name.split(".")[0].removesuffix("_proteins")
+
+
+def count_headers(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.startswith(b">"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("directory")
+    parser.add_argument("--outdir", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shard-size", type=int, default=5000)
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+
+    files = sorted(Path(args.directory).glob("*.fa*"))
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    sheet = outdir / "samplesheet.csv"
+    rows = ["sample,fasta,organism"]
+    for f in files:
+        rows.append(f"{sample_name(f)},{f.resolve()},{ORGANISMS.get(sample_name(f), 'other')}")
+    sheet.write_text("\n".join(rows) + "\n")
+    results = outdir / "results"
+    argv = [sys.executable, "-m", "peftsp.cli", "pipeline", "--input", str(sheet)]
+    argv += ["--outdir", str(results), "--shard-size", str(args.shard_size), "--device", "cpu"]
+    argv += ["--threads", str(args.threads)]
+    if args.model:
+        argv += ["--model", args.model]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    total_in = total_out = 0
+    ok = True
+    print(f"{'proteome':<22} {'organism':<14} {'in':>6} {'json':>6} {'txt':>6} {'gff ok':>6}")
+    for f in files:
+        name = sample_name(f)
+        n_in = count_headers(f)
+        out = results / name
+        predictions = json.loads((out / "output.json").read_text())["predictions"]
+        txt = (out / "prediction_results.txt").read_text().splitlines()[2:]
+        ids = {p["id"] for p in predictions}
+        seqids = {escape_seqid(i) for i in ids}
+        gff = (out / "output.gff3").read_text().splitlines()[1:]
+        gff_ok = all(line.split("\t")[0] in seqids for line in gff)
+        same = n_in == len(predictions) == len(txt) == len(ids)
+        ok &= same and gff_ok
+        total_in += n_in
+        total_out += len(predictions)
+        print(
+            f"{name:<22} {ORGANISMS.get(name, 'other'):<14} {n_in:>6} {len(predictions):>6} "
+            f"{len(txt):>6} {gff_ok!s:>6}{'' if same else '  MISMATCH'}"
+        )
+    print(
+        f"{len(files)} proteomes, {total_in} proteins in, {total_out} out; wall {wall:.0f} s "
+        f"({total_in / wall:.1f} proteins/s); peak RSS {peak:.0f} MiB; {args.threads} threads"
+    )
+    sys.exit(0 if ok and total_in == total_out else 1)
+
+
+if __name__ == "__main__":
+    main()
