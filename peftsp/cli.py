@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--model", required=True, help="training checkpoint (.pt) or model bundle")
     p.add_argument("--out", default=None, help="write the metrics CSV here")
+    p.add_argument(
+        "--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="bundle graph"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--no-organism-rule",

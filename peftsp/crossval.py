@@ -6,7 +6,7 @@ import itertools
 import logging
 from pathlib import Path
 
-from peftsp import metrics
+from peftsp import grammar, metrics
 from peftsp.errors import PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
 
@@ -45,24 +45,35 @@ def crossval_command(args) -> None:
 
 
 def evaluate_command(args) -> None:
-    """`peftsp evaluate`: SignalP 6.0 metrics of a checkpoint on one partition."""
-    import torch
-
-    from peftsp.model import load_checkpoint
-    from peftsp.training import evaluate_records
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """`peftsp evaluate`: SignalP 6.0 metrics of a checkpoint or a model bundle on a partition."""
     records = [r for r in read_labelled_list(args.data) if r.partition == args.partition]
     if not records:
         raise PeftSPError(f"{args.data}: no records in partition {args.partition}")
-    model, _ = load_checkpoint(args.model)
-    result = evaluate_records(
-        model,
-        records,
-        organism_rule=not args.no_organism_rule,
-        batch_size=args.batch_size,
-        quiet=args.quiet,
+    organism_rule = not args.no_organism_rule
+    if Path(args.model).is_dir():
+        from peftsp.predict import bundle_predictions
+        from peftsp.runtime import Session, load_bundle
+
+        session = Session(load_bundle(args.model), "cpu", args.precision, args.threads)
+        pred_types, pred_cs = bundle_predictions(session, records, organism_rule, args.batch_size)
+    else:
+        import torch
+
+        from peftsp.model import load_checkpoint
+        from peftsp.training import predict_records
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model, _ = load_checkpoint(args.model)
+        pred_types, pred_cs = predict_records(
+            model, records, args.batch_size, organism_rule, args.quiet
+        )
+    result = metrics.compute_metrics(
+        [r.kingdom for r in records],
+        [r.sp_type for r in records],
+        pred_types,
+        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
+        pred_cs,
     )
     print(metrics.format_cell_table(result))
     if args.out:

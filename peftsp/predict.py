@@ -19,7 +19,7 @@ from tqdm import tqdm
 from peftsp import __version__, grammar, tokens
 from peftsp.decoding import Prediction, decode
 from peftsp.errors import PeftSPError
-from peftsp.fasta import Protein, read_proteins
+from peftsp.fasta import LabelledRecord, Protein, read_proteins
 from peftsp.runtime import Bundle, Session, load_bundle
 from peftsp.writers import OutputWriter
 
@@ -96,6 +96,31 @@ def predict_proteins(
             for i, prediction in zip(indices, batch, strict=True):
                 results[i] = prediction
         yield from results  # type: ignore[misc]
+
+
+def bundle_predictions(
+    session: Session, records: list[LabelledRecord], organism_rule: bool, batch_size: int = 64
+) -> tuple[list[str], list[int | None]]:
+    """Predicted types and cleavage sites of labelled records through the prediction path
+    (ONNX + numpy CRF), each with its kingdom as organism (or `other` without the rule)."""
+    types: list[str | None] = [None] * len(records)
+    sites: list[int | None] = [None] * len(records)
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        organism = grammar.KINGDOM_TO_ORGANISM[record.kingdom] if organism_rule else "other"
+        groups.setdefault(organism, []).append(i)
+    for organism, indices in groups.items():
+        proteins = [
+            Protein(
+                records[i].accession, records[i].accession, records[i].sequence, records[i].line
+            )
+            for i in indices
+        ]
+        for i, p in zip(
+            indices, predict_proteins(proteins, session, organism, batch_size), strict=True
+        ):
+            types[i], sites[i] = p.sp_type, p.cs
+    return types, sites  # type: ignore[return-value]
 
 
 def _warn_normalised(counts: Counter[str], examples: dict[str, str]) -> None:

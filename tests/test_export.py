@@ -114,3 +114,14 @@ def test_kingdom_conditioned_model_exports_its_kingdom_input(tiny_backbone_file,
         assert export.max_abs_diff(onnx, reference, lengths) < 1e-4
     other = Session(loaded, "cpu").emissions(ids, np.zeros(len(ids), dtype=np.int64))
     assert export.max_abs_diff(other, onnx, lengths) > 1e-2  # the kingdom input is used
+
+
+def test_evaluate_gives_the_same_table_for_checkpoint_and_bundle(
+    trained, bundle, synthetic_file, capsys
+):
+    base = ["evaluate", "--data", str(synthetic_file), "--partition", "1", "--quiet"]
+    assert main([*base, "--model", str(trained("prompt"))]) == 0
+    from_checkpoint = capsys.readouterr().out
+    assert main([*base, "--model", str(bundle("prompt"))]) == 0
+    assert capsys.readouterr().out == from_checkpoint
+    assert "| Eukarya       | Sec/SPI   |  1.000 |  1.000 |" in from_checkpoint
