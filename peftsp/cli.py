@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("--fp16", action="store_true", help="also write an fp16 ONNX for CUDA")
     p.add_argument("--int8", action="store_true", help="also write a dynamic int8 ONNX (CPU)")
+    p.add_argument("--name", default=None, help="model name (default: the checkpoint's folder)")
     p.add_argument(
         "--metrics",
         default=None,

@@ -131,7 +131,11 @@ def _write_int8(src: Path, dst: Path) -> None:
 
 
 def bundle_metadata(
-    model: SignalPeptideModel, name: str, checks: dict, metrics: dict | None
+    model: SignalPeptideModel,
+    name: str,
+    checks: dict,
+    metrics: dict | None,
+    training: dict | None = None,
 ) -> dict:
     """model.json content (without the file checksums)."""
     config = model.config.to_dict()
@@ -152,6 +156,7 @@ def bundle_metadata(
         "crf": {key: value.tolist() for key, value in crf.items()},
         "export_check": checks,
         "metrics": metrics,
+        "training": training or {},
     }
 
 
@@ -162,6 +167,7 @@ def export_bundle(
     fp16: bool = False,
     int8: bool = False,
     metrics: dict | None = None,
+    training: dict | None = None,
 ) -> dict:
     """Write a checked model bundle to outdir (replacing an older bundle there atomically)."""
     outdir = Path(outdir)
@@ -200,7 +206,7 @@ def export_bundle(
                 run_onnx(staging / "model.int8.onnx", feeds), reference, lengths
             )
             files["model.int8.onnx"] = "int8"
-        meta = bundle_metadata(model, name, checks, metrics)
+        meta = bundle_metadata(model, name, checks, metrics, training)
         meta["files"] = {
             f.name: {"sha256": sha256_file(f), "precision": files.get(f.name, "data")}
             for f in sorted(staging.iterdir())
@@ -229,7 +235,7 @@ def export_command(args) -> None:
     """`peftsp export`: checkpoint -> checked ONNX model bundle."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, _ = load_checkpoint(args.checkpoint)
+    model, extra = load_checkpoint(args.checkpoint)
     beside = Path(args.checkpoint).with_name("test_metrics.json")  # written by `peftsp train`
     source = Path(args.metrics) if args.metrics else beside if beside.is_file() else None
     metrics = None
@@ -239,10 +245,11 @@ def export_command(args) -> None:
     meta = export_bundle(
         model,
         args.outdir,
-        name=Path(args.checkpoint).stem,
+        name=args.name or Path(args.checkpoint).resolve().parent.name,
         fp16=args.fp16,
         int8=args.int8,
         metrics=metrics,
+        training=extra,
     )
     print(
         f"wrote {args.outdir}: ONNX vs PyTorch max abs diff "

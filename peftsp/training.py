@@ -161,6 +161,7 @@ def fit(
     val: list[LabelledRecord],
     options: TrainOptions,
     outdir: Path,
+    about: dict | None = None,
 ) -> dict:
     """Train, validate after each epoch, keep the best epoch in outdir/model.pt."""
     if not train:
@@ -213,7 +214,9 @@ def fit(
         if score > best["score"]:
             best = {"score": score, "epoch": epoch}
             save_checkpoint(
-                model, outdir / "model.pt", extra={"best_epoch": epoch, "val_score": score}
+                model,
+                outdir / "model.pt",
+                extra={**(about or {}), "best_epoch": epoch, "val_score": score},
             )
         _write_json(outdir / "train_log.json", {"history": history, "best": best})
     return best
@@ -317,7 +320,15 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         len(test_records),
         model.trainable_parameter_count(),
     )
-    best = fit(model, train, val_records, options_from_args(args), outdir)
+    about = {
+        "data": str(args.data),
+        "test_partition": test,
+        "val_partition": None if getattr(args, "val_fraction", None) else val,
+        "val_fraction": getattr(args, "val_fraction", None),
+        "train_records": len(train),
+        "options": vars(options_from_args(args)),
+    }
+    best = fit(model, train, val_records, options_from_args(args), outdir, about)
     model, _ = load_checkpoint(outdir / "model.pt")
     model.to(training_device(args.device))
     test_metrics = evaluate_records(model, test_records, quiet=args.quiet)
