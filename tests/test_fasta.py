@@ -376,3 +376,21 @@ def test_labelled_reader_reports_file_level_errors_too(tmp_path):
     path = write(tmp_path, gzip.compress(b">P1|EUKARYA|SP|0\nMKV\nSSO\n")[:-10])
     err = read_error(read_labelled, path)
     assert "truncated gzip" in err.reason
+
+
+def test_valid_files_read_as_biopython_reads_them(tmp_path):
+    """On well-formed FASTA our reader (kept for line numbers and strict errors, which
+    Biopython's parsers do not give) agrees with Bio.SeqIO record for record."""
+    from Bio import SeqIO
+
+    rng = random.Random(5)
+    lines = []
+    for i in range(40):
+        seq = "".join(rng.choice("ACDEFGHIKLMNPQRSTVWYXBZUO") for _ in range(rng.randint(1, 200)))
+        lines.append(f">seq{i} description {i}\tx")
+        lines += [seq[j : j + 60] for j in range(0, len(seq), 60)]
+    path = tmp_path / "ok.faa"
+    path.write_text("\n".join(lines) + "\n")
+    ours = [(p.id, p.header, p.sequence) for p in read_proteins(path)]
+    theirs = [(r.id, r.description, str(r.seq)) for r in SeqIO.parse(path, "fasta")]
+    assert ours == theirs
