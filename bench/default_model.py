@@ -16,7 +16,8 @@ import sys
 import time
 from itertools import islice
 
-from peftsp import grammar, metrics
+from peftsp import metrics
+from peftsp.crossval import record_metrics
 from peftsp.fasta import read_labelled_list, read_proteins
 from peftsp.predict import bundle_predictions, predict_proteins
 from peftsp.runtime import DEFAULT_MODEL, Session, load_bundle
@@ -43,13 +44,7 @@ def main() -> None:
     start = time.perf_counter()
     types, sites = bundle_predictions(session, records, organism_rule=True)
     seconds = time.perf_counter() - start
-    result = metrics.compute_metrics(
-        [r.kingdom for r in records],
-        [r.sp_type for r in records],
-        types,
-        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
-        sites,
-    )
+    result = record_metrics(records, types, sites)
     print(
         f"{args.model} ({args.precision}) on partition {partition}: {len(records)} records, "
         f"{len(records) / seconds:.0f} records/s on {args.threads} threads"

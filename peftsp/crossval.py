@@ -13,6 +13,23 @@ from peftsp.fasta import LabelledRecord, read_labelled_list
 log = logging.getLogger("peftsp")
 
 
+def truth(records: list[LabelledRecord]) -> tuple[list[str], list[str], list[int | None]]:
+    """(kingdoms, true types, true cleavage sites) of labelled records."""
+    return (
+        [r.kingdom for r in records],
+        [r.sp_type for r in records],
+        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
+    )
+
+
+def record_metrics(
+    records: list[LabelledRecord], pred_types: list[str], pred_cs: list[int | None]
+) -> dict[str, float]:
+    """SignalP 6.0 metrics of predictions for labelled records."""
+    kingdoms, true_types, true_cs = truth(records)
+    return metrics.compute_metrics(kingdoms, true_types, pred_types, true_cs, pred_cs)
+
+
 def partition_pairs(records: list[LabelledRecord]) -> list[tuple[int, int]]:
     """Every ordered (test, validation) pair of distinct partitions that leaves a third one
     to train on; with partitions 0, 1, 2 these are SignalP 6.0's 6 models."""
@@ -68,13 +85,7 @@ def evaluate_command(args) -> None:
         pred_types, pred_cs = predict_records(
             model, records, args.batch_size, organism_rule, args.quiet
         )
-    result = metrics.compute_metrics(
-        [r.kingdom for r in records],
-        [r.sp_type for r in records],
-        pred_types,
-        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
-        pred_cs,
-    )
+    result = record_metrics(records, pred_types, pred_cs)
     print(metrics.format_cell_table(result))
     if args.out:
         metrics.write_metrics_csv(Path(args.out), {Path(args.model).stem: result})

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from peftsp import backbone, grammar, metrics, tokens
 from peftsp.atomic import atomic_write
+from peftsp.crossval import record_metrics, truth
 from peftsp.decoding import decode
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
@@ -130,22 +131,13 @@ def evaluate_records(
 ) -> dict[str, float]:
     """SignalP 6.0 metrics of a model on labelled records."""
     pred_types, pred_cs = predict_records(model, records, batch_size, organism_rule, quiet)
-    kingdoms, true_types, true_cs = _truth(records)
-    return metrics.compute_metrics(kingdoms, true_types, pred_types, true_cs, pred_cs)
-
-
-def _truth(records: list[LabelledRecord]) -> tuple[list[str], list[str], list[int | None]]:
-    return (
-        [r.kingdom for r in records],
-        [r.sp_type for r in records],
-        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
-    )
+    return record_metrics(records, pred_types, pred_cs)
 
 
 def selection_score(model: SignalPeptideModel, records: list[LabelledRecord]) -> float:
     """Validation score for best-epoch selection: detection MCC + CS MCC, kingdom-averaged."""
     pred_types, pred_cs = predict_records(model, records)
-    kingdoms, true_types, true_cs = _truth(records)
+    kingdoms, true_types, true_cs = truth(records)
     return metrics.detection_and_cs_mcc(kingdoms, true_types, pred_types, true_cs, pred_cs)
 
 
