@@ -139,3 +139,15 @@ def test_region_penalty_is_high_for_identical_compositions():
     assert region_composition_penalty(apart, tokens, mask, types) == pytest.approx(0.0, abs=1e-6)
     no_sp = torch.tensor([0, 0])
     assert region_composition_penalty(same, tokens, mask, no_sp) == 0.0
+
+
+def test_region_penalty_counts_leucine():
+    """Regions made only of leucine (token 4, the first amino acid) have identical
+    compositions: the original code's off-by-one dropped leucine and would see nothing."""
+    tokens = torch.full((1, 10), 4)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    regions = torch.zeros(1, 10, grammar.NUM_STATES)
+    regions[:, :5, grammar.state("SP", "N")] = 1.0
+    regions[:, 5:, grammar.state("SP", "H")] = 1.0
+    types = torch.tensor([grammar.SP_TYPES.index("SP")])
+    assert region_composition_penalty(regions, tokens, mask, types) == pytest.approx(1.0, abs=1e-5)
