@@ -242,3 +242,13 @@ def test_prediction_never_imports_torch(tmp_path, model_bundle):
         "assert rc == 0; assert 'torch' not in sys.modules and 'esm' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_default_model_predicts_the_test_proteome_without_model_option(tmp_path):
+    fasta = Path(__file__).parent / "data" / "mgenitalium.faa"
+    argv = ["predict", "--fasta", str(fasta), "--outdir", str(tmp_path / "out"), "--quiet"]
+    assert main([*argv, "--organism", "gram_positive", "--batch-size", "128"]) == 0
+    headers = [line for line in fasta.read_text().splitlines() if line.startswith(">")]
+    assert ids_of(tmp_path / "out") == [h[1:].split()[0] for h in headers]
+    info = json.loads((tmp_path / "out" / "output.json").read_text())["run"]
+    assert info["model"] == "peftsp-default-L4E256-full"
