@@ -196,6 +196,9 @@ class Session:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # Prediction alternates between the graph and the numpy CRF decode: idle ONNX Runtime
+        # workers that spin would steal the cores the decode needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = provider_chain(device, bundle, batch_size, trt_cache)
         try:
             self.session = ort.InferenceSession(
