@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from itertools import islice
 
 from peftsp import metrics
 from peftsp.crossval import record_metrics
@@ -50,7 +49,7 @@ def main() -> None:
         f"{len(records) / seconds:.0f} records/s on {args.threads} threads"
     )
     print(metrics.format_cell_table(result))
-    proteins = list(islice(read_proteins(args.proteome), None))
+    proteins = list(read_proteins(args.proteome))
     start = time.perf_counter()
     for _ in predict_proteins(proteins, session, "other", 64):
         pass

@@ -74,11 +74,11 @@ def eager_predict(model: SignalPeptideModel, proteins, organism: str, batch_size
     return time.perf_counter() - start
 
 
-def padded_lengths(proteins, batch_size: int) -> np.ndarray:
+def padded_lengths(proteins, batch_size: int, window: int) -> np.ndarray:
     """Per-row padded residue counts of predict's batches (what the model computes)."""
     rows = []
     for indices in batches(proteins, batch_size):
-        width = max(min(len(proteins[i].sequence), 70) for i in indices)
+        width = max(min(len(proteins[i].sequence), window) for i in indices)
         rows += [width] * len(indices)
     return np.array(rows)
 
@@ -123,7 +123,10 @@ def main() -> None:
         bundle_dir = Path(tmp) / "bundle"
         export_bundle(model, bundle_dir, int8=args.int8)
         bundle = load_bundle(bundle_dir)
-        flops = model_flops(model.config.backbone_shape, padded_lengths(proteins, args.batch_size))
+        flops = model_flops(
+            model.config.backbone_shape,
+            padded_lengths(proteins, args.batch_size, model.config.window),
+        )
         results = {}
         precisions = ["fp32", "int8"] if args.int8 else ["fp32"]
         for precision in precisions:

@@ -52,9 +52,7 @@ def test_a_training_step_leaves_the_frozen_backbone_unchanged(peft, tiny_backbon
     assert any(n.startswith("backbone.") or n.startswith("prompt") for n in changed)
 
 
-def test_checkpoint_keeps_only_trained_weights_and_reproduces_predictions(
-    trained, synthetic_file, tiny_backbone_file
-):
+def test_checkpoint_keeps_only_trained_weights_and_reproduces_predictions(trained, synthetic_file):
     path = trained("lora")
     state = torch.load(path, weights_only=True)["state"]
     backbone_keys = [k for k in state if k.startswith("backbone.")]
