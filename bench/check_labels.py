@@ -11,7 +11,7 @@ import collections
 
 import numpy as np
 
-from peftsp import grammar
+from peftsp import grammar, labels
 from peftsp.fasta import read_labelled
 
 
@@ -21,9 +21,9 @@ def main() -> None:
     args = parser.parse_args()
     total, relaxed, ambiguous = collections.Counter(), collections.Counter(), []
     for record in read_labelled(args.data):
-        bitmap = grammar.region_bitmap(record.sequence, record.labels, record.sp_type)
+        bitmap = labels.region_bitmap(record.sequence, record.labels, record.sp_type)
         total[record.sp_type] += 1
-        n = grammar.sp_length(record.labels, record.sp_type)
+        n = labels.sp_length(record.labels, record.sp_type)
         sp_states = [
             s
             for s in grammar.SP_REGION_STATES

@@ -16,10 +16,10 @@ import sys
 import time
 
 from peftsp import metrics
-from peftsp.crossval import record_metrics
 from peftsp.fasta import read_labelled_list, read_proteins
 from peftsp.predict import bundle_predictions, predict_proteins
 from peftsp.runtime import DEFAULT_MODEL, Session, load_bundle
+from peftsp.train.crossval import record_metrics
 
 FLOORS = {"EUKARYA_SP_mcc2": 0.85, "NEGATIVE_LIPO_mcc2": 0.80}
 

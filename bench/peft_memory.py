@@ -35,8 +35,9 @@ def measure(method: str, spec: str, batch_size: int, steps: int, threads: int) -
     """Run in a child process: one method's figures."""
     import torch
 
-    from peftsp import backbone, grammar
-    from peftsp.model import ModelConfig, SignalPeptideModel
+    from peftsp import grammar
+    from peftsp.train import backbone
+    from peftsp.train.model import ModelConfig, SignalPeptideModel
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peftsp import backbone, grammar, tokens
+from peftsp import grammar, tokens
 from peftsp.decoding import decode
-from peftsp.export import export_bundle
 from peftsp.fasta import read_proteins
-from peftsp.model import ModelConfig, SignalPeptideModel, load_checkpoint
 from peftsp.predict import batches, predict_proteins
 from peftsp.runtime import Session, load_bundle
+from peftsp.train import backbone
+from peftsp.train.export import export_bundle
+from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
 
 
 def model_flops(shape: dict, lengths: np.ndarray) -> float:

@@ -17,10 +17,10 @@ from peftsp.grammar import ORGANISMS
 
 # subcommand -> "module:function" taking the parsed arguments.
 _HANDLERS = {
-    "train": "peftsp.training:train_command",
-    "crossval": "peftsp.crossval:crossval_command",
-    "evaluate": "peftsp.crossval:evaluate_command",
-    "export": "peftsp.export:export_command",
+    "train": "peftsp.train.training:train_command",
+    "crossval": "peftsp.train.crossval:crossval_command",
+    "evaluate": "peftsp.train.crossval:evaluate_command",
+    "export": "peftsp.train.export:export_command",
     "predict": "peftsp.predict:predict_command",
     "shard": "peftsp.pipeline:shard_command",
     "merge": "peftsp.pipeline:merge_command",

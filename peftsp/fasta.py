@@ -47,6 +47,7 @@ from typing import BinaryIO
 
 from peftsp import grammar
 from peftsp.errors import InputError
+from peftsp.labels import LabelError, region_bitmap
 from peftsp.tokens import RESIDUES
 
 PathLike = str | os.PathLike[str]
@@ -296,7 +297,7 @@ def _labelled(name: str, line: int, header: str, body: list[tuple[int, str]]) ->
     if len(labels) != len(sequence):
         raise fail(f"{len(labels)} labels for {len(sequence)} residues", label_line)
     try:
-        grammar.region_bitmap(sequence, labels, sp_type)
-    except grammar.LabelError as err:
+        region_bitmap(sequence, labels, sp_type)
+    except LabelError as err:
         raise fail(f"labels do not fit the region grammar: {err}", label_line) from err
     return LabelledRecord(accession, kingdom, sp_type, int(partition), sequence, labels, line)

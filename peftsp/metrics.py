@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftsp.atomic import atomic_write
+from peftsp.files import atomic_write
 from peftsp.grammar import SP_TYPES
 
 # SignalP 6.0 kingdom names in the order of the published table, with the names people read.

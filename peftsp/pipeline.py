@@ -28,8 +28,8 @@ from typing import TextIO
 from tqdm import tqdm
 
 from peftsp import __version__
-from peftsp.atomic import atomic_write
 from peftsp.errors import InputError, PeftSPError
+from peftsp.files import atomic_write
 from peftsp.grammar import ORGANISMS
 from peftsp.runtime import sha256_file
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import IO
 
 from peftsp import __version__, grammar
-from peftsp.atomic import make_temp
 from peftsp.decoding import Prediction
 from peftsp.errors import InputError
+from peftsp.files import make_temp
 from peftsp.grammar import Region
 
 RESULTS = "prediction_results.txt"

@@ -32,10 +32,10 @@ def train_tiny(peft: str, backbone_file: Path, data: Path, outdir: Path) -> Path
     """Fit a tiny model on every synthetic record; returns its checkpoint."""
     import torch
 
-    from peftsp import backbone
     from peftsp.fasta import read_labelled_list
-    from peftsp.model import ModelConfig, SignalPeptideModel
-    from peftsp.training import TrainOptions, fit
+    from peftsp.train import backbone
+    from peftsp.train.model import ModelConfig, SignalPeptideModel
+    from peftsp.train.training import TrainOptions, fit
 
     torch.manual_seed(0)
     esm = backbone.load_backbone(str(backbone_file))
@@ -76,8 +76,8 @@ def bundle(tmp_path_factory, trained):
 
     def get(peft: str = "lora") -> Path:
         if peft not in cache:
-            from peftsp.export import export_bundle
-            from peftsp.model import load_checkpoint
+            from peftsp.train.export import export_bundle
+            from peftsp.train.model import load_checkpoint
 
             outdir = tmp_path_factory.mktemp(f"bundle_{peft}") / "model"
             export_bundle(load_checkpoint(trained(peft))[0], outdir)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from esm.model.esm2 import ESM2
 
-from peftsp import backbone
+from peftsp.train import backbone
 
 # Where the official files keep each part: the LM head under "encoder.", the contact head in
 # the separate regression file (unprefixed), everything else under "encoder.sentence_encoder.".

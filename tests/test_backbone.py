@@ -6,8 +6,8 @@ import pytest
 import torch
 from esm_fixtures import make_tokens, populate_hub_cache, save_fair_esm_checkpoint, tiny_esm2
 
-from peftsp import backbone
 from peftsp.errors import ModelError
+from peftsp.train import backbone
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, skip: str = "\0") -> None:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from peftsp import grammar
-from peftsp.crf import RegionCRF, region_composition_penalty
 from peftsp.decoding import _masked_emissions, decode, forward_backward, viterbi
+from peftsp.train.crf import RegionCRF, region_composition_penalty
 
 
 @pytest.fixture

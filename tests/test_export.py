@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from peftsp import export, grammar, tokens
+from peftsp import grammar, tokens
 from peftsp.cli import main
 from peftsp.decoding import decode
 from peftsp.errors import ModelError
 from peftsp.fasta import read_labelled_list
-from peftsp.model import load_checkpoint
 from peftsp.runtime import Session, load_bundle
-from peftsp.training import predict_records
+from peftsp.train import export
+from peftsp.train.model import load_checkpoint
+from peftsp.train.training import predict_records
 
 
 @pytest.mark.parametrize("peft", ("lora", "adapter", "prompt"))
@@ -94,8 +95,8 @@ def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(trained, t
 
 
 def test_kingdom_conditioned_model_exports_its_kingdom_input(tiny_backbone_file, tmp_path):
-    from peftsp import backbone
-    from peftsp.model import ModelConfig, SignalPeptideModel
+    from peftsp.train import backbone
+    from peftsp.train.model import ModelConfig, SignalPeptideModel
 
     esm = backbone.load_backbone(str(tiny_backbone_file))
     config = ModelConfig(

@@ -6,6 +6,7 @@ from synthetic import make_dataset
 
 from peftsp import grammar
 from peftsp.decoding import decode
+from peftsp.labels import LabelError, region_bitmap, true_cleavage_site
 
 S = grammar.state
 
@@ -48,7 +49,7 @@ PATTERNS = [
 
 @pytest.mark.parametrize(("sp_type", "sequence", "labels"), PATTERNS)
 def test_every_label_pattern_has_an_allowed_path(sp_type, sequence, labels):
-    bitmap = grammar.region_bitmap(sequence, labels, sp_type)
+    bitmap = region_bitmap(sequence, labels, sp_type)
     assert grammar.has_allowed_path(bitmap)
     # The best path through the bitmap is grammatical, of the record's type, with its CS.
     em = np.where(bitmap, 0.0, grammar.DISALLOWED_SCORE)[None].astype(np.float32)
@@ -61,14 +62,14 @@ def test_every_label_pattern_has_an_allowed_path(sp_type, sequence, labels):
     path = out.paths[0]
     assert all(bitmap[i, s] for i, s in enumerate(path))
     assert grammar.path_type(path) == sp_type
-    assert grammar.cleavage_site(path) == grammar.true_cleavage_site(labels, sp_type)
+    assert grammar.cleavage_site(path) == true_cleavage_site(labels, sp_type)
 
 
 def test_synthetic_records_all_have_paths():
     lines = make_dataset(per_type=20, seed=5)
     for i in range(0, len(lines), 3):
         sp_type = lines[i].split("|")[2]
-        assert grammar.has_allowed_path(grammar.region_bitmap(lines[i + 1], lines[i + 2], sp_type))
+        assert grammar.has_allowed_path(region_bitmap(lines[i + 1], lines[i + 2], sp_type))
 
 
 @pytest.mark.parametrize(
@@ -82,8 +83,8 @@ def test_synthetic_records_all_have_paths():
     ],
 )
 def test_impossible_labels_are_rejected_with_a_reason(sp_type, labels, problem):
-    with pytest.raises(grammar.LabelError, match=problem):
-        grammar.region_bitmap("M" * len(labels), labels, sp_type)
+    with pytest.raises(LabelError, match=problem):
+        region_bitmap("M" * len(labels), labels, sp_type)
 
 
 def test_transitions_stay_inside_one_block_and_follow_biological_order():

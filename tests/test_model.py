@@ -5,9 +5,9 @@ import torch
 from esm_fixtures import tiny_esm2
 
 from peftsp import grammar, tokens
-from peftsp.backbone import backbone_config, encode
 from peftsp.errors import ModelError
-from peftsp.model import ModelConfig, SignalPeptideModel, load_checkpoint, save_checkpoint
+from peftsp.train.backbone import backbone_config, encode
+from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint, save_checkpoint
 
 E, LAYERS = 32, 2
 HEAD_AND_CRF = (

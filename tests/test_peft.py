@@ -3,8 +3,8 @@ import torch
 from esm_fixtures import make_tokens, tiny_esm2
 from torch import nn
 
-from peftsp import backbone, peft
 from peftsp.errors import PeftSPError
+from peftsp.train import backbone, peft
 
 LAYERS, E = 3, 32
 TOKENS = make_tokens([8, 3, 6], seed=5)

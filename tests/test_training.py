@@ -7,18 +7,19 @@ import pytest
 import torch
 from synthetic import write_dataset
 
-from peftsp import backbone, grammar
+from peftsp import labels
 from peftsp.cli import main
 from peftsp.fasta import read_labelled_list
-from peftsp.model import ModelConfig, SignalPeptideModel, load_checkpoint
-from peftsp.training import TrainOptions, fit, predict_records
+from peftsp.train import backbone
+from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
+from peftsp.train.training import TrainOptions, fit, predict_records
 
 METHODS = ("lora", "adapter", "prompt", "full")
 
 
 def _truth(records):
     types = [r.sp_type for r in records]
-    sites = [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records]
+    sites = [labels.true_cleavage_site(r.labels, r.sp_type) for r in records]
     return types, sites
 
 

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from peftsp import __version__, backbone, grammar, peft, tokens
-from peftsp.atomic import umask
+from peftsp import __version__, grammar, tokens
 from peftsp.errors import ModelError
-from peftsp.model import ORGANISM_IDS, SignalPeptideModel, load_checkpoint
+from peftsp.files import umask
 from peftsp.runtime import BUNDLE_FORMAT, BUNDLE_VERSIONS, sha256_file
+from peftsp.train import backbone, peft
+from peftsp.train.model import ORGANISM_IDS, SignalPeptideModel, load_checkpoint
 
 log = logging.getLogger("peftsp")
 

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from peftsp import backbone, grammar, metrics, tokens
-from peftsp.atomic import atomic_write
-from peftsp.crossval import record_metrics, truth
+from peftsp import grammar, labels, metrics, tokens
 from peftsp.decoding import decode
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
-from peftsp.model import (
+from peftsp.files import atomic_write
+from peftsp.train import backbone
+from peftsp.train.crossval import record_metrics, truth
+from peftsp.train.model import (
     ORGANISM_IDS,
     ModelConfig,
     SignalPeptideModel,
@@ -75,8 +76,8 @@ def make_batch(records: list[LabelledRecord], window: int) -> Batch:
     allowed = np.ones((len(records), int(lengths.max()), grammar.NUM_STATES), dtype=bool)
     for row, record in enumerate(records):
         try:
-            bitmap = grammar.region_bitmap(seqs[row], record.labels[:window], record.sp_type)
-        except grammar.LabelError as err:
+            bitmap = labels.region_bitmap(seqs[row], record.labels[:window], record.sp_type)
+        except labels.LabelError as err:
             raise InputError(str(err), record=record.accession, line=record.line) from err
         allowed[row, : len(bitmap)] = bitmap
     return Batch(

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftsp import __version__, backbone, grammar, peft
-from peftsp.atomic import atomic_write
-from peftsp.crf import RegionCRF, region_composition_penalty
+from peftsp import __version__, grammar
 from peftsp.errors import ModelError
+from peftsp.files import atomic_write
+from peftsp.train import backbone, peft
+from peftsp.train.crf import RegionCRF, region_composition_penalty
 
 PEFT_METHODS = ("lora", "adapter", "prompt", "full")
 # Kingdom conditioning ids; "other" (0) is also what a kingdom-conditioned model sees when

@@ -4,7 +4,7 @@ Disallowed transitions, starts and ends are masked through a parametrization, so
 pytorch-crf routine (log-partition, Viterbi) and every exported parameter sees the same
 constrained scores as the numpy decoder, and the masked entries never receive gradient.
 The numerator of the loss is a partial-label likelihood: the log-sum over all grammatical
-paths that stay inside each residue's allowed states (grammar.region_bitmap).
+paths that stay inside each residue's allowed states (labels.region_bitmap).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import itertools
 import logging
 from pathlib import Path
 
-from peftsp import grammar, metrics
+from peftsp import labels, metrics
 from peftsp.errors import PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
 
@@ -18,7 +18,7 @@ def truth(records: list[LabelledRecord]) -> tuple[list[str], list[str], list[int
     return (
         [r.kingdom for r in records],
         [r.sp_type for r in records],
-        [grammar.true_cleavage_site(r.labels, r.sp_type) for r in records],
+        [labels.true_cleavage_site(r.labels, r.sp_type) for r in records],
     )
 
 
@@ -43,7 +43,7 @@ def crossval_command(args) -> None:
     """`peftsp crossval`: train the 6 models, write per-model metrics and the 16-cell table."""
     import torch
 
-    from peftsp.training import train_one
+    from peftsp.train.training import train_one
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,8 +76,8 @@ def evaluate_command(args) -> None:
     else:
         import torch
 
-        from peftsp.model import load_checkpoint
-        from peftsp.training import predict_records
+        from peftsp.train.model import load_checkpoint
+        from peftsp.train.training import predict_records
 
         if args.threads:
             torch.set_num_threads(args.threads)
