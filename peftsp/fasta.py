@@ -28,6 +28,15 @@ Decided behaviour for hostile input (product decisions, each covered by a test):
   and O are kept (ESM-2 has tokens for them). Any other character is an error naming the
   record, the line and the character. A sequence left empty by cleaning is an error.
 - No length limits: 1-residue and 100,000-residue proteins are read alike.
+- Nucleotide sequences given by mistake (a genome, transcripts, CDS): a record is
+  nucleotide-like when it has at least NUCLEOTIDE_MIN_LENGTH residues after cleaning, at least
+  NUCLEOTIDE_FRACTION of them are A/C/G/T/U/N and at least three of the bases A, C, G, T/U
+  occur (so poly-Ala or poly-Asn stretches are not taken for DNA). The decision is made on the
+  first records, streaming: the reader holds back at most NUCLEOTIDE_REFUSE records while every
+  record so far is nucleotide-like; when the first NUCLEOTIDE_REFUSE records (or every record of
+  a shorter file) are all nucleotide-like, the file is refused with an InputError naming it and
+  its first record, before any record is yielded. Otherwise a nucleotide-like record anywhere
+  in the file is read like any other, with the note NUCLEOTIDE_NOTE (the command line warns).
 
 The labelled reader is strict instead of cleaning, since labels must stay aligned with residues:
 header ACCESSION|KINGDOM|TYPE|PARTITION, exactly one sequence line (residue letters only) and one
@@ -60,6 +69,12 @@ _REFUSED_COMPRESSION = {
     b"PK\x03\x04": "zip",
 }
 _LABEL_LETTERS = frozenset("SLTPIMO")
+# Nucleotide FASTA given by mistake (see the module docstring).
+NUCLEOTIDE_MIN_LENGTH = 20
+NUCLEOTIDE_FRACTION = 0.9
+NUCLEOTIDE_REFUSE = 3
+NUCLEOTIDE_NOTE = "looks like a nucleotide sequence (90% or more A/C/G/T/U/N)"
+_NUCLEOTIDE_LETTERS = "ACGTUN"
 _RESIDUE_SET = frozenset(RESIDUES)
 
 # Characters that cleaning removes, each with the note it leaves.
@@ -101,8 +116,52 @@ class LabelledRecord:
 def read_proteins(path: PathLike) -> Iterator[Protein]:
     """Yield the proteins of a FASTA file (plain or gzip) in file order, cleaned.
 
-    Raises InputError for the cases listed in the module docstring, while iterating.
+    Raises InputError for the cases listed in the module docstring, while iterating; a file of
+    nucleotide sequences is refused before its first record is yielded.
     """
+    name = str(path)
+    held: list[Protein] = []  # the first records, while every one is nucleotide-like
+    deciding = True
+    for protein in _cleaned_proteins(path):
+        nucleotide = looks_like_nucleotide(protein.sequence)
+        if nucleotide:
+            protein.notes.append(NUCLEOTIDE_NOTE)
+        if deciding:
+            if nucleotide:
+                held.append(protein)
+                if len(held) < NUCLEOTIDE_REFUSE:
+                    continue
+                raise _nucleotide_file(name, held)
+            deciding = False
+            yield from held
+            held.clear()
+        yield protein
+    if held:  # a short file whose records are all nucleotide-like
+        raise _nucleotide_file(name, held)
+
+
+def looks_like_nucleotide(sequence: str) -> bool:
+    """True when a cleaned sequence reads as DNA/RNA rather than protein (module docstring)."""
+    if len(sequence) < NUCLEOTIDE_MIN_LENGTH:
+        return False
+    counts = {c: sequence.count(c) for c in _NUCLEOTIDE_LETTERS}  # str.count: C speed
+    if sum(counts.values()) < NUCLEOTIDE_FRACTION * len(sequence):
+        return False
+    return sum(1 for c in "ACG" if counts[c]) + bool(counts["T"] or counts["U"]) >= 3
+
+
+def _nucleotide_file(name: str, held: list[Protein]) -> InputError:
+    first = held[0]
+    return InputError(
+        f"this looks like a nucleotide FASTA, not proteins: its first {len(held)} record(s) "
+        "are 90% or more A/C/G/T/U/N (translate the sequences to proteins first)",
+        name,
+        first.id,
+        first.line,
+    )
+
+
+def _cleaned_proteins(path: PathLike) -> Iterator[Protein]:
     name = str(path)
     seen: dict[str, int] = {}
     for line, header, body in _records(path):

@@ -13,7 +13,9 @@ from synthetic import make_dataset, make_record
 
 from peftsp.errors import InputError
 from peftsp.fasta import (
+    NUCLEOTIDE_NOTE,
     LabelledRecord,
+    looks_like_nucleotide,
     numbered_lines,
     read_labelled,
     read_labelled_list,
@@ -394,3 +396,73 @@ def test_valid_files_read_as_biopython_reads_them(tmp_path):
     ours = [(p.id, p.header, p.sequence) for p in read_proteins(path)]
     theirs = [(r.id, r.description, str(r.seq)) for r in SeqIO.parse(path, "fasta")]
     assert ours == theirs
+
+
+# --- nucleotide FASTA given by mistake ------------------------------------------------------
+
+DNA = "ATGGCTAGCAAAGGAGAAGAACTTTTCACTGGAGTTGTCCCAATTCTTGTTGAATTAGATGGTGATGTTAATGGG"
+PROTEIN = "MKKLLLLAVLAAALLASQAEDKNQSTGPRHY"
+
+
+def _fasta(records: list[tuple[str, str]]) -> str:
+    return "".join(f">{ident} description\n{seq}\n" for ident, seq in records)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 50])
+def test_a_nucleotide_file_is_refused_naming_its_first_record(tmp_path, count):
+    records = [(f"contig{i}", DNA[i % 7 :] + "ACGT" * i) for i in range(count)]
+    path = write(tmp_path, _fasta(records))
+    reader = read_proteins(path)
+    err = read_error(lambda p: reader, path, line=1, record="contig0")
+    assert "nucleotide" in str(err) and f"first {min(count, 3)} record(s)" in str(err)
+
+
+def test_nothing_is_yielded_before_a_nucleotide_file_is_refused(tmp_path):
+    path = write(tmp_path, _fasta([(f"c{i}", DNA) for i in range(5)]))
+    reader = read_proteins(path)
+    with pytest.raises(InputError, match="nucleotide"):
+        next(reader)
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    ["acgtacgtacgtnnnnacgtuuuu", "ACGUACGUACGUACGUACGUAC", "ACGTNNNNNNNNNNNNNNNNNNNACGT"],
+)
+def test_lower_case_rna_and_n_runs_count_as_nucleotide(tmp_path, sequence):
+    path = write(tmp_path, _fasta([("x", sequence)]))
+    read_error(read_proteins, path, line=1, record="x")
+
+
+def test_one_nucleotide_record_among_proteins_gets_a_note(tmp_path):
+    records = [("p1", PROTEIN), ("dna", DNA), ("p2", PROTEIN), ("dna2", DNA.lower())]
+    proteins = list(read_proteins(write(tmp_path, _fasta(records))))
+    assert [p.id for p in proteins] == ["p1", "dna", "p2", "dna2"]
+    assert [NUCLEOTIDE_NOTE in p.notes for p in proteins] == [False, True, False, True]
+
+
+def test_nucleotide_records_first_then_a_protein_are_all_yielded(tmp_path):
+    records = [("dna1", DNA), ("dna2", DNA), ("p1", PROTEIN), ("dna3", DNA)]
+    proteins = list(read_proteins(write(tmp_path, _fasta(records))))
+    assert [p.id for p in proteins] == ["dna1", "dna2", "p1", "dna3"]
+    assert [NUCLEOTIDE_NOTE in p.notes for p in proteins] == [True, True, False, True]
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        "A" * 40,  # poly-Ala
+        "N" * 40 + "QQQQ",  # poly-Asn and poly-Gln (e.g. Plasmodium, Dictyostelium)
+        "GAGAGAGAGAGAGAGAGAGAGAGA",  # two bases only: collagen-like repeats
+        "ACGTACGTACGTACGTAC",  # shorter than NUCLEOTIDE_MIN_LENGTH
+        "MACGTACGTACGTACGTACGTLLLKKKPPPEEE",  # under 90%
+    ],
+)
+def test_protein_like_sequences_are_not_taken_for_nucleotides(tmp_path, sequence):
+    (protein,) = read_proteins(write(tmp_path, _fasta([("x", sequence)])))
+    assert NUCLEOTIDE_NOTE not in protein.notes
+    assert not looks_like_nucleotide(protein.sequence)
+
+
+def test_real_proteome_has_no_nucleotide_like_record():
+    path = Path(__file__).parent / "data" / "mgenitalium.faa"
+    assert not any(NUCLEOTIDE_NOTE in p.notes for p in read_proteins(path))
