@@ -113,7 +113,7 @@ def _write_bad_files(tmp_path, model) -> dict:
     torch.save(data, wrong_shape)
     return {
         "missing": (tmp_path / "nowhere.pt", "no such file"),
-        "directory": (tmp_path, "no such file"),
+        "directory": (tmp_path, "no config.json.*pass the .pt file itself"),
         "text": (text, "not a readable fair-esm checkpoint"),
         "no cfg": (no_cfg, "not a fair-esm ESM-2 checkpoint"),
         "wrong keys": (wrong_keys, "missing .'layers.1.fc1.weight'."),

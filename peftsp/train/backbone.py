@@ -1,5 +1,7 @@
-"""The ESM-2 backbone: loading fair-esm checkpoints (by name, from a file, or random) and a
-forward pass that always applies the padding mask and can prepend a soft prompt.
+"""The ESM-2 backbone: loading fair-esm checkpoints (by name, from a file, or random) or
+Hugging Face ESM-2 models (a directory, an HF cache snapshot, or hf:org/name; see hf_weights)
+into fair-esm's ESM2, and a forward pass that always applies the padding mask and can prepend a
+soft prompt.
 
 Official ESM-2 files are read with `torch.load(weights_only=True)` plus one allow-listed
 class, `argparse.Namespace` (their config): fair-esm 2.0.0 calls `torch.load` without
@@ -19,6 +21,7 @@ from esm.model.esm2 import ESM2
 from esm.rotary_embedding import RotaryEmbedding
 
 from peftsp.errors import ModelError
+from peftsp.train import hf_weights
 
 log = logging.getLogger("peftsp")
 
@@ -32,6 +35,7 @@ ESM2_SHAPES: dict[str, tuple[int, int, int]] = {
     "esm2_t48_15B_UR50D": (48, 5120, 40),
 }
 RANDOM_PREFIX = "random:"
+HF_PREFIX = hf_weights.HF_PREFIX
 MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
 REGRESSION_SUFFIX = "-contact-regression.pt"
 # Key prefixes of the official files (fairseq module paths); the longer one must match first.
@@ -42,8 +46,10 @@ _OPTIONAL_KEYS = {"contact_head.regression.weight", "contact_head.regression.bia
 _MASK_RATIO_TRAIN = 0.15 * 0.8
 _SPEC_HELP = (
     "--backbone takes an ESM-2 model name ({names}), the path of a fair-esm ESM-2 checkpoint "
-    "(.pt; a <stem>-contact-regression.pt beside it is optional), or random:NAME / "
-    "random:L<layers>-E<dim>-H<heads> for random weights"
+    "(.pt; a <stem>-contact-regression.pt beside it is optional), a Hugging Face ESM-2 "
+    "directory (config.json + model.safetensors, e.g. a snapshot in the HF cache), "
+    "hf:facebook/esm2_t33_650M_UR50D (the HF cache, downloaded when online), or "
+    "random:NAME / random:L<layers>-E<dim>-H<heads> for random weights"
 )
 
 
@@ -53,16 +59,41 @@ def is_known_name(spec: str) -> bool:
 
 
 def load_backbone(spec: str, seed: int = 0) -> ESM2:
-    """An ESM-2 model (eval mode) from a model name, a checkpoint path or `random:...`.
+    """An ESM-2 model (eval mode) from a model name, a checkpoint path, a Hugging Face model
+    directory (or HF cache folder), `hf:org/name[@revision]` or `random:...`.
 
     A name is read from the torch hub cache ($TORCH_HOME/hub/checkpoints/<name>.pt), and
-    downloaded there first when missing. `seed` only matters for random weights.
+    downloaded there first when missing; `hf:` goes through huggingface_hub and its cache.
+    `seed` only matters for random weights.
     """
     if spec.startswith(RANDOM_PREFIX):
         return build_backbone(_random_config(spec[len(RANDOM_PREFIX) :]), seed=seed)
+    if spec.startswith(HF_PREFIX):
+        return load_hf_directory(hf_weights.hub_snapshot(spec[len(HF_PREFIX) :]))
     if is_known_name(spec):
         return _load_checkpoint(_hub_checkpoint(spec))
-    return _load_checkpoint(Path(spec).expanduser())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not hf_weights.is_model_directory(path):  # maybe .../hub/models--org--name
+            path = hf_weights.cached_repo_snapshot(path) or path
+        return load_hf_directory(path)
+    return _load_checkpoint(path)
+
+
+def load_hf_directory(directory: Path) -> ESM2:
+    """fair-esm's ESM2 (eval mode) with the weights of a Hugging Face ESM-2 directory."""
+    esm = build_backbone(hf_weights.read_config(directory))
+    hf_weights.load_weights(esm, directory)
+    return esm
+
+
+def resolve_spec(spec: str) -> str:
+    """`spec` as a checkpoint should store it: local files and directories as absolute paths
+    (so the backbone still resolves from another working directory), anything else as is."""
+    if spec.startswith((RANDOM_PREFIX, HF_PREFIX)) or is_known_name(spec):
+        return spec
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
 
 
 def backbone_config(esm: ESM2) -> dict:
