@@ -10,10 +10,16 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from peftsp import __version__
 from peftsp.errors import PeftSPError
 from peftsp.grammar import ORGANISMS
+
+# SignalP 6.0's organism spellings that are not ours.
+ORGANISM_ALIASES = {"euk": "eukarya"}
+# The local runner's state directory inside --outdir (peftsp.pipeline.WORK_DIR; a test checks).
+RUNNER_WORK_DIR = ".peftsp-work"
 
 # subcommand -> "module:function" taking the parsed arguments.
 _HANDLERS = {
@@ -86,6 +92,34 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def organism_name(value: str) -> str:
+    """An --organism value: ours, or SignalP 6.0's spelling (`euk`) mapped to ours."""
+    value = value.strip().lower()
+    return ORGANISM_ALIASES.get(value, value)
+
+
+def _add_organism(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--organism",
+        type=organism_name,
+        choices=ORGANISMS,
+        default="other",
+        metavar="{" + ",".join((*ORGANISMS, *ORGANISM_ALIASES)) + "}",
+        help="organism group (SignalP 6.0's `euk` means eukarya); eukarya reports only "
+        "Sec/SPI, as SignalP 6.0 does (default: other)",
+    )
+
+
+def check_pipeline_outdir(args: argparse.Namespace) -> None:
+    """`peftsp pipeline` refuses a non-empty --outdir unless --overwrite, or unless it holds
+    the runner's work directory: a killed run, which the runner resumes."""
+    from peftsp.predict import check_outdir
+
+    outdir = Path(args.outdir)
+    if not (outdir / RUNNER_WORK_DIR).is_dir():
+        check_outdir(outdir, args.overwrite)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -144,9 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict signal peptides for a FASTA file")
     p.add_argument("--fasta", required=True)
-    p.add_argument("--outdir", required=True)
+    p.add_argument("--outdir", required=True, help="output directory (new or empty)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --outdir, replacing the files PEFT-SP writes there",
+    )
     p.add_argument("--model", default=None, help="model bundle directory (default: embedded)")
-    p.add_argument("--organism", choices=ORGANISMS, default="other")
+    _add_organism(p)
+    p.add_argument(
+        "--sample",
+        default=None,
+        help="sample name in summary.html and for MultiQC (default: the FASTA file name "
+        "without its extensions)",
+    )
+    p.add_argument(
+        "--plot",
+        choices=("none", "png", "svg"),
+        default="none",
+        help="per-protein plots of the residue probabilities in OUTDIR/plots/ (png and svg "
+        "need matplotlib: pip install 'peftsp[plot]'; one file per protein: slow on proteomes)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     p.add_argument("--batch-size", type=int, default=64)
@@ -166,10 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="run shard -> predict -> merge locally")
     p.add_argument("--input", required=True, help="FASTA, or samplesheet CSV (id,fasta[,organism])")
-    p.add_argument("--outdir", required=True)
+    p.add_argument(
+        "--outdir",
+        required=True,
+        help="output directory: new, empty, or a killed run's directory to resume",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --outdir, replacing the files PEFT-SP writes there",
+    )
     p.add_argument("--shard-size", type=int, default=5000)
     p.add_argument("--model", default=None)
-    p.add_argument("--organism", choices=ORGANISMS, default="other")
+    _add_organism(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     _add_common(p)
@@ -190,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "pipeline":
+            check_pipeline_outdir(args)
         _handler(args.command)(args)
     except PeftSPError as err:
         print(f"peftsp: error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ CRF, then written back in input order. Memory is bounded by the chunk, not by th
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -18,16 +19,22 @@ from tqdm import tqdm
 
 from peftsp import __version__, grammar, tokens
 from peftsp.decoding import Prediction, decode
-from peftsp.errors import PeftSPError
-from peftsp.fasta import LabelledRecord, Protein, read_proteins
+from peftsp.errors import InputError, PeftSPError
+from peftsp.fasta import NUCLEOTIDE_NOTE, LabelledRecord, Protein, read_proteins
+from peftsp.plots import PlotWriter
+from peftsp.report import Summary
 from peftsp.runtime import Bundle, Session, load_bundle
-from peftsp.writers import OutputWriter
+from peftsp.writers import DEMO_NOTICE, OutputWriter
 
 log = logging.getLogger("peftsp")
 
 CHUNK = 4096  # proteins read, sorted and predicted together
-PROBABILITY_DIGITS = 6  # as printed in prediction_results.txt
-CS_PROBABILITY_DIGITS = 4
+# --sample: the runner's sample ids follow the same rule.
+SAMPLE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+# Extensions dropped from the FASTA file name to make the default sample name.
+SAMPLE_EXTENSIONS = frozenset(
+    ("gz", "bgz", "bz2", "xz", "zst", "fa", "faa", "fasta", "fas", "fsa", "pep", "aa", "prot")
+)
 
 
 def run_information(bundle: Bundle, organism: str, precision: str) -> dict:
@@ -37,10 +44,16 @@ def run_information(bundle: Bundle, organism: str, precision: str) -> dict:
         "peftsp_version": __version__,
         "model": bundle.name,
         "model_sha256": graph,
+        "demo_model": is_demo_bundle(bundle),
         "precision": precision,
         "organism": organism,
         "window": bundle.window,
     }
+
+
+def is_demo_bundle(bundle: Bundle) -> bool:
+    """A model trained from random weights (backbone `random:...`), like the embedded one."""
+    return str(bundle.meta.get("backbone", "")).startswith("random:")
 
 
 def batches(proteins: list[Protein], batch_size: int) -> Iterator[list[int]]:
@@ -69,13 +82,9 @@ def predict_batch(
                 header=protein.header,
                 sequence=protein.sequence,
                 sp_type=grammar.SP_TYPES[int(out.types[row])],
-                probabilities=tuple(
-                    round(float(v), PROBABILITY_DIGITS) for v in out.type_probabilities[row]
-                ),
+                probabilities=tuple(float(v) for v in out.type_probabilities[row]),
                 cs=cs,
-                cs_probability=None
-                if cs_probability is None
-                else round(cs_probability, CS_PROBABILITY_DIGITS),
+                cs_probability=cs_probability,
                 regions=grammar.sp_regions(out.paths[row]) if cs is not None else [],
                 notes=list(protein.notes),
             )
@@ -123,33 +132,43 @@ def bundle_predictions(
     return types, sites  # type: ignore[return-value]
 
 
-def _warn_normalised(counts: Counter[str], examples: dict[str, str]) -> None:
+def _warn_notes(counts: Counter[str], examples: dict[str, str]) -> None:
     for note, count in sorted(counts.items()):
-        log.warning("%d protein(s) normalised: %s (first: %s)", count, note, examples[note])
+        if note == NUCLEOTIDE_NOTE:
+            log.warning(
+                "%d record(s) look like nucleotide sequences, predicted as proteins (first: %s); "
+                "check the input is a protein FASTA",
+                count,
+                examples[note],
+            )
+        else:
+            log.warning("%d protein(s) normalised: %s (first: %s)", count, note, examples[note])
 
 
-def predict_command(args) -> None:
-    """`peftsp predict`: predict every protein of --fasta into --outdir."""
-    if args.batch_size < 1:
-        raise PeftSPError(f"--batch-size must be at least 1, not {args.batch_size}")
-    bundle = load_bundle(args.model)
-    session = Session(
-        bundle,
-        device=args.device,
-        precision=args.precision,
-        threads=args.threads,
-        batch_size=args.batch_size,
-        trt_cache=args.trt_cache,
-    )
-    outdir = Path(args.outdir)
+def predict_into(
+    fasta: str,
+    outdir: Path,
+    session: Session,
+    run_info: dict,
+    batch_size: int,
+    quiet: bool,
+    **writer_options,
+) -> Summary:
+    """Predict every protein of `fasta` into `outdir` (OutputWriter with `writer_options`).
+
+    On any failure no output file is left, and `outdir` is removed if this call created it.
+    """
     created = not outdir.exists()
     notes: Counter[str] = Counter()
     examples: dict[str, str] = {}
+    plots = writer_options.get("plots")
+    extra = {"keep_marginals": True} if plots is not None else {}
     try:
-        with OutputWriter(outdir, run_information(bundle, args.organism, args.precision)) as out:
-            proteins = read_proteins(args.fasta)
-            bar = tqdm(disable=args.quiet, desc="peftsp predict", unit=" proteins")
-            for prediction in predict_proteins(proteins, session, args.organism, args.batch_size):
+        with OutputWriter(outdir, run_info, **writer_options) as out:
+            proteins = read_proteins(fasta)
+            bar = tqdm(disable=quiet, desc="peftsp predict", unit=" proteins")
+            organism = run_info["organism"]
+            for prediction in predict_proteins(proteins, session, organism, batch_size, **extra):
                 out.add(prediction)
                 for note in prediction.notes:
                     notes[note] += 1
@@ -160,5 +179,74 @@ def predict_command(args) -> None:
         if created and outdir.is_dir() and not any(outdir.iterdir()):
             outdir.rmdir()
         raise
-    _warn_normalised(notes, examples)
-    log.info("%d proteins written to %s", out.summary.total, outdir)
+    _warn_notes(notes, examples)
+    return out.summary
+
+
+def check_outdir(outdir: Path, overwrite: bool, option: str = "--outdir") -> None:
+    """Refuse an output directory that holds anything, unless `overwrite`."""
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError("exists and is not a directory", str(outdir))
+    if not overwrite and outdir.is_dir() and any(outdir.iterdir()):
+        raise InputError(
+            f"{option} is not empty; choose a new directory or pass --overwrite to replace "
+            "the files PEFT-SP writes there",
+            str(outdir),
+        )
+
+
+def default_sample(fasta: str) -> str:
+    """The FASTA file's name without its FASTA and compression extensions, as a sample name."""
+    name = Path(fasta).name
+    while True:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or not stem or ext.lower() not in SAMPLE_EXTENSIONS:
+            break
+        name = stem
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-")
+    return cleaned or "sample"
+
+
+def check_sample(sample: str) -> str:
+    if not re.fullmatch(SAMPLE_PATTERN, sample) or len(sample) > 200:
+        raise PeftSPError(
+            f"--sample {sample!r}: use letters, digits, '.', '_' and '-', starting with a letter "
+            "or digit (at most 200 characters)"
+        )
+    return sample
+
+
+def predict_command(args) -> None:
+    """`peftsp predict`: predict every protein of --fasta into --outdir."""
+    if args.batch_size < 1:
+        raise PeftSPError(f"--batch-size must be at least 1, not {args.batch_size}")
+    sample = check_sample(args.sample) if args.sample is not None else default_sample(args.fasta)
+    plots = None if args.plot == "none" else PlotWriter((args.plot,))
+    outdir = Path(args.outdir)
+    check_outdir(outdir, args.overwrite)
+    bundle = load_bundle(args.model)
+    run_info = run_information(bundle, args.organism, args.precision)
+    if args.sample is not None:  # shards of one sample merge only with each other
+        run_info["sample"] = sample
+    if run_info["demo_model"]:
+        log.warning("model %s is %s", bundle.name, DEMO_NOTICE)
+    session = Session(
+        bundle,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        trt_cache=args.trt_cache,
+    )
+    summary = predict_into(
+        args.fasta,
+        outdir,
+        session,
+        run_info,
+        args.batch_size,
+        args.quiet,
+        sample=sample,
+        source=str(args.fasta),
+        plots=plots,
+    )
+    log.info("%d proteins of sample %s written to %s", summary.total, sample, outdir)

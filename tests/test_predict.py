@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from peftsp import writers
 from peftsp.cli import main
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
-OUTPUTS = {
-    "prediction_results.txt", "output.gff3", "processed_entries.fasta", "output.json",
-    "summary.html", "peftsp_mqc.json",
-}  # fmt: skip
+OUTPUTS = set(writers.OUTPUT_FILES)
+
+
+@pytest.fixture(autouse=True)
+def _reproducible_timestamp(monkeypatch):
+    """Outputs carry the run's time; a fixed SOURCE_DATE_EPOCH makes runs comparable."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
 
 
 def proteome(n: int, seed: int = 0) -> str:
@@ -29,8 +33,12 @@ def proteome(n: int, seed: int = 0) -> str:
     return "".join(records)
 
 
-def tree(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+def tree(path: Path, source: Path | None = None) -> dict[str, bytes]:
+    """Every file of a directory; with `source`, that input path replaced by a placeholder."""
+    files = {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    if source is not None:
+        files = {k: v.replace(str(source).encode(), b"<input>") for k, v in files.items()}
+    return files
 
 
 def run(command, fasta: Path, out: Path, model: Path, *extra: str) -> int:
@@ -55,6 +63,11 @@ REJECTED = {
     "duplicate id": (b">a x\nMKV\n>a y\nMKV\n", "line 3", "a"),
     "empty id": (b">a\nMKV\n> desc\nMKV\n", "line 3", None),
     "only gaps": (b">a\n---\n", "line 1", "a"),
+    "nucleotide fasta": (
+        b">chr1 genome\nACGTTGCAAGGCTTACGATCGATCGGCTA\nACGATTTAGC\n>chr2\nACGTNNNNACGTACGTTTGACA\n",
+        "nucleotide",
+        "chr1",
+    ),
 }
 
 
@@ -135,7 +148,8 @@ def test_awkward_ids_long_and_short_proteins_and_gzip(tmp_path, model_bundle):
     zipped.write_bytes(gzip.compress(text.encode()))
     assert run("predict", plain, tmp_path / "a", model_bundle) == 0
     assert run("predict", zipped, tmp_path / "b", model_bundle) == 0
-    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    # the same files, but for the input file named in output.json and summary.html
+    assert tree(tmp_path / "a", source=plain) == tree(tmp_path / "b", source=zipped)
     assert ids_of(tmp_path / "a") == ["id", "semi;colon=eq%pct", "caf\u00e9\u4e2d", "long", "x"]
     predictions = json.loads((tmp_path / "a" / "output.json").read_text())["predictions"]
     assert predictions[3]["length"] == len(long)
@@ -252,3 +266,129 @@ def test_default_model_predicts_the_test_proteome_without_model_option(tmp_path)
     assert ids_of(tmp_path / "out") == [h[1:].split()[0] for h in headers]
     info = json.loads((tmp_path / "out" / "output.json").read_text())["run"]
     assert info["model"] == "peftsp-default-L4E256-full"
+
+
+# --- options of the SignalP 6.0 drop-in work: organism spellings, sample, plots, outdir ------
+
+
+def test_signalp_organism_spelling_euk_is_eukarya(tmp_path, model_bundle):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(12))
+    assert run("predict", fasta, tmp_path / "a", model_bundle, "--organism", "euk") == 0
+    assert run("predict", fasta, tmp_path / "b", model_bundle, "--organism", "eukarya") == 0
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    lines = (tmp_path / "a" / "prediction_results.txt").read_text().splitlines()
+    assert "\tOrganism: Eukarya\t" in lines[0] and lines[1].count("\t") == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--organism", "plant"), "invalid choice: 'plant'"),
+        (("--sample", "../up"), "--sample '../up'"),
+        (("--sample", ""), "--sample ''"),
+        (("--plot", "pdf"), "invalid choice: 'pdf'"),
+        (("--batch-size", "0"), "--batch-size must be at least 1"),
+    ],
+)
+def test_bad_option_values_are_clear_errors_with_no_output(
+    extra, message, tmp_path, model_bundle, capsys
+):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(3))
+    try:
+        status = run("predict", fasta, tmp_path / "out", model_bundle, *extra)
+    except SystemExit as exit:  # argparse
+        status = exit.code
+    assert status != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_plots_without_matplotlib_fail_before_any_output(
+    tmp_path, model_bundle, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(3))
+    assert run("predict", fasta, tmp_path / "out", model_bundle, "--plot", "png") == 1
+    assert "pip install 'peftsp[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_plots_one_per_protein(tmp_path, model_bundle):
+    pytest.importorskip("matplotlib")
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(4))
+    assert run("predict", fasta, tmp_path / "o", model_bundle, "--plot", "svg") == 0
+    names = sorted(p.name for p in (tmp_path / "o" / "plots").iterdir())
+    assert names == [f"output_prot{i}_plot.svg" for i in range(4)]
+
+
+def test_sample_defaults_to_the_fasta_name_and_names_multiqc_data(tmp_path, model_bundle):
+    fasta = tmp_path / "GCF_000027325.1_protein.faa.gz"
+    fasta.write_bytes(gzip.compress(proteome(5).encode()))
+    assert run("predict", fasta, tmp_path / "a", model_bundle) == 0
+    mqc = json.loads((tmp_path / "a" / "peftsp_mqc.json").read_text())
+    assert list(mqc["data"]) == ["GCF_000027325.1_protein"]
+    assert run("predict", fasta, tmp_path / "b", model_bundle, "--sample", "liver") == 0
+    assert list(json.loads((tmp_path / "b" / "peftsp_mqc.json").read_text())["data"]) == ["liver"]
+    data = json.loads((tmp_path / "b" / "output.json").read_text())
+    assert data["sample"] == "liver" and data["run"]["sample"] == "liver"
+    assert "PEFT-SP summary: liver" in (tmp_path / "b" / "summary.html").read_text()
+
+
+def test_a_non_empty_outdir_is_refused_unless_overwrite(tmp_path, model_bundle, capsys):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(3))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for command in ("predict", "pipeline"):
+        assert run(command, fasta, out, model_bundle) == 1
+        err = capsys.readouterr().err
+        assert str(out) in err and "--overwrite" in err
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert run("predict", fasta, out, model_bundle, "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert run("pipeline", fasta, out, model_bundle, "--overwrite") == 0
+    assert {p.name for p in out.iterdir()} >= OUTPUTS
+    (tmp_path / "empty").mkdir()
+    assert run("predict", fasta, tmp_path / "empty", model_bundle) == 0  # empty is fine
+
+
+def test_pipeline_resumes_into_its_own_work_directory_without_overwrite(tmp_path, model_bundle):
+    from peftsp import cli, pipeline
+
+    assert cli.RUNNER_WORK_DIR == pipeline.WORK_DIR
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(3))
+    out = tmp_path / "out"
+    (out / pipeline.WORK_DIR).mkdir(parents=True)  # as a killed run leaves it
+    assert run("pipeline", fasta, out, model_bundle) == 0
+
+
+def test_a_nucleotide_record_among_proteins_is_predicted_with_a_warning(
+    tmp_path, model_bundle, caplog
+):
+    fasta = tmp_path / "in.faa"
+    dna = "ATGGCTAGCAAAGGAGAAGAACTTTTCACTGGAGTTGTCCCAATTCTTG"
+    fasta.write_text(proteome(4) + f">contig7\n{dna}\n")
+    assert run("predict", fasta, tmp_path / "o", model_bundle) == 0
+    predictions = json.loads((tmp_path / "o" / "output.json").read_text())["predictions"]
+    assert [p["id"] for p in predictions][-1] == "contig7"
+    assert any("nucleotide" in note for note in predictions[-1]["notes"])
+    assert not any(p["notes"] for p in predictions[:-1])
+    assert "look like nucleotide sequences" in caplog.text and "contig7" in caplog.text
+
+
+def test_the_demo_model_is_named_in_the_log_and_outputs(tmp_path, caplog):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(2))
+    argv = ["predict", "--fasta", str(fasta), "--outdir", str(tmp_path / "o"), "--device", "cpu"]
+    assert main(argv) == 0
+    assert "demo model" in caplog.text
+    first = (tmp_path / "o" / "prediction_results.txt").read_text().splitlines()[0]
+    assert first.startswith("# SignalP-6.0 format, PEFT-SP ") and "DEMO MODEL" in first
+    data = json.loads((tmp_path / "o" / "output.json").read_text())
+    assert data["run"]["demo_model"] is True and "random weights" in data["model_notice"]
