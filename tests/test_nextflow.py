@@ -7,15 +7,17 @@ regular expressions over the conventional nf-core layout.
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import json
 import re
 from pathlib import Path
 
 import jsonschema
+import nf_schema
 import pytest
 import reftrace
 import yaml
+from nf_schema import config_params, strip_comments
 
 from peftsp import __version__, pipeline
 from peftsp.grammar import ORGANISMS
@@ -37,7 +39,11 @@ STANDARD_LABELS = {
     "process_high_memory",
 }
 SECTION = re.compile(r"^\s*(input|output|when|script|stub):\s*$", re.MULTILINE)
-CONFIGS = ["nextflow.config", *sorted(str(p.relative_to(REPO)) for p in REPO.glob("conf/*.config"))]
+CONFIGS = [
+    "nextflow.config",
+    "tests/nextflow.config",
+    *sorted(str(p.relative_to(REPO)) for p in REPO.glob("conf/*.config")),
+]
 
 
 def nf_files() -> list[Path]:
@@ -133,14 +139,20 @@ def test_process_follows_nf_core_conventions(step):
     assert process.name == f"PEFTSP_{step.upper()}"
     assert [t.tag for t in process.tags] == ["${meta.id}"]
     labels = [label.value for label in process.labels]
-    assert len(labels) == 1 and labels[0] in STANDARD_LABELS
+    assert len([label for label in labels if label in STANDARD_LABELS]) == 1
+    # the GPU process also carries process_gpu (a lint warning in nf-core/modules, asked for
+    # here so that -profile gpu reaches it through base.config's selector)
+    assert set(labels) - STANDARD_LABELS == ({"process_gpu"} if step == "predict" else set())
     assert [c.possible_values for c in process.condas] == [["$moduleDir/environment.yml"]]
     (container,) = process.containers
     assert container.format.name == "TERNARY"
     assert "workflow.containerEngine in [singularity, apptainer]" in container.condition
     assert "!(task.ext.singularity_pull_docker_container)" in container.condition
-    assert re.findall(r"oras://\S+", container.true_name)
-    assert "oras://" not in container.false_name
+    # Singularity/Apptainer: the SIF release asset over https (oras:// fails nf-core lint), or
+    # for the GPU image, too large for a release asset, the Docker image converted at pull
+    singularity = re.findall(r"(https://\S+\.sif|docker://\S+)", container.true_name)
+    assert singularity and "oras://" not in container.true_name
+    assert "://" not in container.false_name
 
     text = path.read_text()
     assert "params." not in text  # modules take everything as inputs or ext
@@ -169,6 +181,8 @@ def test_container_images_carry_the_package_version():
             assert image.rsplit(":", 1)[1].split("-")[0] == __version__, image
         for image in re.findall(r"[\w./:-]+peftsp[\w.-]*:[\w.-]+", container.false_name):
             assert image.rsplit(":", 1)[1].split("-")[0] == __version__, image
+        for url in re.findall(r"https://\S+\.sif", container.true_name):
+            assert url.endswith(f"/v{__version__}/peftsp-{__version__}.sif"), url
 
 
 def test_predict_takes_the_gpu_image_and_device_from_the_accelerator():
@@ -206,38 +220,30 @@ def test_environment_pins_this_version_of_the_package(step):
     assert env["dependencies"] == [f"bioconda::peftsp={__version__}"]
 
 
-def config_params() -> dict[str, object]:
-    """The `params { }` block of nextflow.config as Python values."""
-    text = (REPO / "nextflow.config").read_text()
-    block = re.search(r"^params\s*\{(.*?)^\}", text, re.MULTILINE | re.DOTALL)[1]
-    params = {}
-    for line in block.splitlines():
-        match = re.match(r"\s*(\w+)\s*=\s*(.+?)\s*(?://.*)?$", line)
-        if match:
-            raw = match[2]
-            literal = {"null": None, "true": True, "false": False}
-            params[match[1]] = literal[raw] if raw in literal else json.loads(raw.replace("'", '"'))
-    return params
+def schema_properties() -> dict[str, dict]:
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    return {k: v for group in schema["$defs"].values() for k, v in group["properties"].items()}
 
 
 def test_nextflow_schema_is_valid_and_its_defaults_are_the_config_params():
     schema = json.loads((REPO / "nextflow_schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    properties = {}
-    for group in schema["$defs"].values():
-        properties.update(group["properties"])
+    properties = schema_properties()
     assert [ref["$ref"].split("/")[-1] for ref in schema["allOf"]] == list(schema["$defs"])
-    params = config_params()
+    params = config_params(REPO / "nextflow.config", REPO)
     assert set(properties) == set(params)
+    dynamic = {"trace_report_suffix"}  # the start time: no default in the schema
     for name, value in params.items():
-        assert properties[name].get("default") == value, name
+        if name not in dynamic:
+            assert properties[name].get("default") == (value or None), name
     assert properties["organism"]["enum"] == list(ORGANISMS)
-    assert schema["$defs"]["input_output_options"]["required"] == ["input", "outdir"]
-    # the defaults themselves satisfy the schema
-    instance = {k: v for k, v in params.items() if v is not None}
-    instance |= {"input": "proteome.faa", "outdir": "results"}
-    jsonschema.Draft202012Validator(schema).validate(instance)
+    io_group = schema["$defs"]["input_output_options"]
+    assert io_group["required"] == ["outdir"]
+    assert io_group["oneOf"] == [{"required": ["input"]}, {"required": ["fasta"]}]
+    # --input is a samplesheet read with assets/schema_input.json, --fasta a single proteome
+    assert properties["input"]["schema"] == "assets/schema_input.json"
+    assert "schema" not in properties["fasta"]
 
 
 def test_samplesheet_schema_agrees_with_the_local_runner():
@@ -263,36 +269,142 @@ def test_config_parses_in_strict_syntax(config):
     assert not re.search(r"^\s*(if|def|switch|for|while)\b", code, re.MULTILINE)
 
 
-def test_profiles_and_gpu_options_scoped_to_predict():
+def profiles() -> dict[str, str]:
+    text = strip_comments((REPO / "nextflow.config").read_text())
+    body = nf_schema.block(text, "profiles")
+    names = re.findall(r"^    (\w+)\s*\{", body, re.MULTILINE)
+    return {name: nf_schema.block(body[body.index(f"    {name} {{") :], name) for name in names}
+
+
+def test_profiles_and_gpu_options_scoped_to_the_gpu_label():
+    found = profiles()
+    assert {"docker", "podman", "singularity", "apptainer", "conda", "gpu", "test", "debug"} <= set(
+        found
+    )
+    gpu = found["gpu"]
+    # only processes labelled process_gpu: the engine's GPU flag (and the TensorRT cache
+    # mount), the scheduler request that grid executors need, and maxForks
+    assert re.search(r"withLabel: 'process_gpu' \{", gpu)
+    assert "withName" not in gpu
+    assert "'--nv'" in gpu and "'--gpus all'" in gpu and "'--device nvidia.com/gpu=all'" in gpu
+    assert "-B ${params.trt_cache}" in gpu and "-v ${params.trt_cache}:${params.trt_cache}" in gpu
+    assert "clusterOptions   = { params.gpu_cluster_options ?: '' }" in gpu
+    assert "maxForks         = params.gpu_max_forks" in gpu
+    assert "includeConfig params.container_gpu ? 'conf/container_gpu.config' : '/dev/null'" in gpu
+    others = "".join(v for k, v in found.items() if k != "gpu")
+    assert "--gpus" not in others and "--nv" not in others  # never for every process
+    # base.config: the label asks for one GPU only under -profile gpu
+    base = (REPO / "conf" / "base.config").read_text()
+    assert "accelerator = { workflow.profile.tokenize(',').contains('gpu') ? 1 : null }" in base
+    params = config_params(REPO / "nextflow.config", REPO)
+    assert params["gpu_cluster_options"] == "--gres=gpu:1"  # SLURM's, documented per executor
+    assert params["gpu_max_forks"] == 1
+
+
+def test_the_gpu_process_is_predict_only():
+    for step in STEPS:
+        (process,) = reftrace.Module.from_file(str(MODULES / step / "main.nf")).processes
+        labels = {label.value for label in process.labels}
+        assert ("process_gpu" in labels) == (step == "predict")
+
+
+def test_images_you_build_replace_the_registry_images():
     text = (REPO / "nextflow.config").read_text()
-    profiles = re.search(r"^profiles\s*\{(.*?)^\}", text, re.MULTILINE | re.DOTALL)[1]
-    names = re.findall(r"^    (\w+)\s*\{", profiles, re.MULTILINE)
-    assert {"docker", "singularity", "apptainer", "conda", "gpu", "test"} <= set(names)
-    config = reftrace.ConfigFile.from_file(str(REPO / "nextflow.config")).config_file
-    scopes = {s.name: s for p in config.process_scopes for s in p.named_scopes}
-    assert list(scopes) == ["PEFTSP_PREDICT"]  # accelerator on the predict process only
-    assert {d.name for d in scopes["PEFTSP_PREDICT"].directives} == {
-        "accelerator",
-        "containerOptions",
-    }
-    gpu = re.search(r"^    gpu\s*\{(.*?)^    \}", profiles, re.MULTILINE | re.DOTALL)[1]
-    assert "'--nv'" in gpu and "'--gpus all'" in gpu
-    assert "accelerator      = 1" in gpu
-    assert "--gpus" not in profiles.replace(gpu, "")  # not in docker.runOptions for all
+    assert "includeConfig params.container ? 'conf/container.config' : '/dev/null'" in text
+    cpu = (REPO / "conf" / "container.config").read_text()
+    gpu = (REPO / "conf" / "container_gpu.config").read_text()
+    assert "withName: 'PEFTSP_SHARD|PEFTSP_MERGE' {\n        container = params.container" in cpu
+    assert "withName: 'PEFTSP_PREDICT' {\n        container = params.container\n" in cpu
+    # the same selector, included later by the gpu profile: it wins for the GPU process
+    assert "withName: 'PEFTSP_PREDICT' {\n        container = params.container_gpu" in gpu
+    assert text.index("conf/container.config") < text.index("conf/container_gpu.config")
+    for config in ("container.config", "container_gpu.config"):
+        assert reftrace.ConfigFile.from_file(str(REPO / "conf" / config)).error is None
 
 
-def test_test_profile_uses_a_tiny_input_and_the_default_model():
-    text = (REPO / "conf" / "test.config").read_text()
-    path = re.search(r'input\s*=\s*"\$\{projectDir\}/([^"]+)"', text)[1]
-    fasta = (REPO / path).read_text()
-    assert 1 <= fasta.count(">") <= 20
-    assert not re.search(r"^\s*model\s*=", text, re.MULTILINE)
+def test_template_pieces():
+    text = (REPO / "nextflow.config").read_text()
+    # nf-core/configs: institutional profiles, skipped offline
+    assert "${params.custom_config_base}/nfcore_custom.config" in text
+    assert "System.getenv('NXF_OFFLINE')" in text
+    # trace, report, timeline and DAG in <outdir>/pipeline_info
+    for scope in ("timeline", "report", "trace", "dag"):
+        body = nf_schema.block(strip_comments(text), scope)
+        assert "enabled = true" in body and "${params.outdir}/pipeline_info/" in body, scope
+    # bash with pipefail
+    shell = re.search(r"process\.shell = \[(.*?)\]", strip_comments(text), re.DOTALL)[1]
+    assert re.findall(r"'([^']+)'", shell) == ["bash", "-C", "-e", "-u", "-o", "pipefail"]
+    # nf-schema >= 2.7 (2.x: the API main.nf uses)
+    version = re.search(r"id 'nf-schema@(\d+)\.(\d+)\.(\d+)'", text).groups()
+    assert (2, 7) <= tuple(map(int, version[:2])) < (3, 0)
+    # onnxruntime's device id under $HOME: never, also with -profile conda
+    assert re.search(r"ORT_DISABLE_TELEMETRY\s*=\s*'1'", text)
+    # retries: 130..145 (killed by a signal), 104, 175..177
+    base = (REPO / "conf" / "base.config").read_text()
+    assert "task.exitStatus in ((130..145) + 104 + (175..177)) ? 'retry' : 'finish'" in base
+
+
+def test_help_comes_from_the_schema():
+    main = (REPO / "main.nf").read_text()
+    assert re.search(r"include \{[^}]*\bparamsHelp\b[^}]*\} from 'plugin/nf-schema'", main)
+    help_at = main.index("if (params.help || params.help_full)")
+    assert help_at < main.index("validateParameters()")  # --help needs no --input
+    assert "paramsHelp(help_options" in main and "exit 0" in main
+    properties = schema_properties()
+    for name in ("help", "help_full", "show_hidden", "validate_params"):
+        assert properties[name]["hidden"] is True
+
+
+def versions_yaml(entries: list[tuple[str, str, str]]) -> str:
+    """main.nf's versions file from topic entries (process, tool, version), in Python: one
+    key per process with its tools, a Workflow key (the .map/.groupTuple/.collectFile chain)."""
+    grouped: dict[str, list[str]] = {}
+    for process, tool, version in entries:
+        line = f"  {tool}: {version}"
+        name = process.split(":")[-1]
+        if line not in grouped.setdefault(name, []):
+            grouped[name].append(line)
+    chunks = [f"{name}:\n" + "\n".join(sorted(lines)) for name, lines in grouped.items()]
+    chunks.append("Workflow:\n  Nextflow: 25.10.4\n  peftsp: 0.1.0")
+    return "\n".join(sorted(chunks)) + "\n"
+
+
+def test_versions_file_has_one_key_per_process_with_all_its_tools():
+    main = (REPO / "main.nf").read_text()
+    chain = main[main.index("channel.topic('versions')") :]
+    by_process = "[ process.tokenize(':').last(), \"  ${tool}: ${version}\" ]"
+    assert f".map {{ process, tool, version -> {by_process} }}" in chain
+    assert ".groupTuple(sort: true)" in chain
+    assert ".map { process, tools -> \"${process}:\\n${tools.join('\\n')}\" }" in chain
+    # what the old chain wrote (one "PROCESS:\n  tool: v" chunk per entry) loses a tool in YAML
+    entries = [
+        (f"FASTA_PREDICT_PEFTSP:PEFTSP_{step.upper()}", tool, version)
+        for step in STEPS
+        for tool, version in (("peftsp", __version__), ("onnxruntime", "1.32.0"))
+        if tool == "peftsp" or step == "predict"
+    ] * 3  # one entry per task
+    old = "\n".join(sorted({f"{p.split(':')[-1]}:\n  {t}: {v}" for p, t, v in entries}))
+    assert yaml.safe_load(old)["PEFTSP_PREDICT"] == {"peftsp": __version__}  # onnxruntime lost
+    loaded = yaml.safe_load(versions_yaml(entries))
+    assert loaded["PEFTSP_PREDICT"] == {"onnxruntime": "1.32.0", "peftsp": __version__}
+    assert set(loaded) == {"PEFTSP_SHARD", "PEFTSP_PREDICT", "PEFTSP_MERGE", "Workflow"}
+
+
+def test_the_tensorrt_cache_is_in_the_task_directory_or_trt_cache():
+    text = (REPO / "conf" / "modules.config").read_text()
+    ext_args = re.search(r"withName: 'PEFTSP_PREDICT' \{\s*ext\.args\s*=\s*\{ (.*) \}\n", text)[1]
+    assert (
+        "(task.accelerator ? \" --trt-cache ${params.trt_cache ?: 'trt_cache'}\""
+        " + (params.use_tensorrt ? ' --device tensorrt' : '') : '')"
+    ) in ext_args
+    # a relative path: the task's own directory (not $HOME, unwritable under docker -u)
+    assert "$HOME" not in ext_args and "~" not in ext_args
 
 
 def test_base_config_defines_every_label_the_modules_use():
     text = (REPO / "conf" / "base.config").read_text()
     defined = set(re.findall(r"withLabel:\s*(\w+)", text))
-    assert defined == STANDARD_LABELS
+    assert defined == STANDARD_LABELS | {"process_gpu"}
     for step in STEPS:
         (process,) = reftrace.Module.from_file(str(MODULES / step / "main.nf")).processes
         assert {label.value for label in process.labels} <= defined
@@ -309,7 +421,11 @@ def test_module_command_is_the_runner_template(step):
 
 def test_predict_ext_args_are_the_runner_args():
     text = (REPO / "conf" / "modules.config").read_text()
-    ext_args = re.search(r"""withName: 'PEFTSP_PREDICT' \{\s*ext\.args\s*=\s*\{ "(.*)" \}""", text)
+    # a CPU task (no accelerator): exactly the runner's arguments; a GPU task adds the
+    # TensorRT cache (test_the_tensorrt_cache_is_in_the_task_directory_or_trt_cache)
+    ext_args = re.search(
+        r"""withName: 'PEFTSP_PREDICT' \{\s*ext\.args\s*=\s*\{ "([^"]*)" \+""", text
+    )
     assert ext_args[1] == pipeline.PREDICT_ARGS
     # the runner fills the same names the config uses
     argv = pipeline.render(
@@ -327,28 +443,17 @@ def test_subworkflow_orders_shards_by_name_before_merging():
     assert 'ext.prefix = { "${meta.id}_${meta.shard}" }' in config
 
 
-# --- nf-test files --------------------------------------------------------------------------
+# --- the test profile ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_nf_test_snapshots_match_the_tests(step):
-    tests = (MODULES / step / "tests" / "main.nf.test").read_text()
-    snapshot = json.loads((MODULES / step / "tests" / "main.nf.test.snap").read_text())
-    names = re.findall(r'^    test\("([^"]+)"\)', tests, re.MULTILINE)
-    assert list(snapshot) == names
-    assert any(name.endswith(" - stub") for name in names)
-    assert f'process "PEFTSP_{step.upper()}"' in tests
-    for entry in snapshot.values():
-        versions = entry["content"][-1]["versions_peftsp"]
-        assert versions == [[f"PEFTSP_{step.upper()}", "peftsp", __version__]]
+def test_test_profile_uses_a_tiny_samplesheet_and_the_default_model():
+    text = (REPO / "conf" / "test.config").read_text()
+    path = re.search(r'input\s*=\s*"\$\{projectDir\}/([^"]+)"', text)[1]
+    rows = list(csv.DictReader((REPO / path).open()))
+    assert [row["sample"] for row in rows] == ["test", "test_eukarya"]
+    for row in rows:  # relative to the launch directory: a checkout's root
+        assert 1 <= (REPO / row["fasta"]).read_text().count(">") <= 20
+    assert not re.search(r"^\s*(model|fasta)\s*=", text, re.MULTILINE)
 
 
-def test_shard_snapshot_is_what_the_shard_step_writes(tmp_path):
-    tests = (MODULES / "shard" / "tests" / "main.nf.test").read_text()
-    fasta = REPO / re.search(r'file\("\$\{projectDir\}/([^"]+)"', tests)[1]
-    size = int(re.search(r"input\[1\] = (\d+)", tests)[1])
-    shards = pipeline.write_shards(fasta, tmp_path / "test", size)
-    written = [f"{p.name}:md5,{hashlib.md5(p.read_bytes()).hexdigest()}" for p in shards]
-    snapshot = json.loads((MODULES / "shard" / "tests" / "main.nf.test.snap").read_text())
-    (recorded,) = snapshot["proteome - faa - 3 per shard"]["content"][0]
-    assert recorded == [{"id": "test"}, written]
+# nf-test files and snapshots: tests/test_nf_test_snapshots.py

@@ -37,8 +37,10 @@ workflow FASTA_PREDICT_PEFTSP {
     emit:
     results = PEFTSP_MERGE.out.results // channel: [ val(meta), path(prediction_results.txt) ]
     gff     = PEFTSP_MERGE.out.gff     // channel: [ val(meta), path(output.gff3) ]
+    regions = PEFTSP_MERGE.out.regions // channel: [ val(meta), path(region_output.gff3) ]
     mature  = PEFTSP_MERGE.out.mature  // channel: [ val(meta), path(processed_entries.fasta) ]
     json    = PEFTSP_MERGE.out.json    // channel: [ val(meta), path(output.json) ]
     html    = PEFTSP_MERGE.out.html    // channel: [ val(meta), path(summary.html) ]
     mqc     = PEFTSP_MERGE.out.mqc     // channel: [ val(meta), path(peftsp_mqc.json) ]
+    mqc_stats = PEFTSP_MERGE.out.mqc_stats // channel: [ val(meta), path(peftsp_general_stats_mqc.json) ]
 }

@@ -4,7 +4,7 @@ process PEFTSP_SHARD {
 
     conda "${moduleDir}/environment.yml"
     container "${ workflow.containerEngine in ['singularity', 'apptainer'] && !task.ext.singularity_pull_docker_container ?
-        'oras://ghcr.io/peftsp/peftsp-sif:0.1.0' :
+        'https://github.com/peftsp/peftsp/releases/download/v0.1.0/peftsp-0.1.0.sif' :
         'ghcr.io/peftsp/peftsp:0.1.0' }"
 
     input:
