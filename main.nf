@@ -30,7 +30,7 @@ workflow {
 
     ch_fasta = params.input
         ? channel.fromList(samplesheetToList(params.input, "${projectDir}/assets/schema_input.json"))
-            .map { meta, fasta -> [ meta + [id: "${meta.id}", organism: meta.organism ?: params.organism], fasta ] }
+            .map { meta, fasta -> [ meta + [id: meta.id.toString(), organism: meta.organism ?: params.organism], fasta ] }
         : channel.of([ [id: file(params.fasta).simpleName, organism: params.organism], file(params.fasta, checkIfExists: true) ])
     model = params.model ? file(params.model, checkIfExists: true) : []
 
