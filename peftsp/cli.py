@@ -73,6 +73,19 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="weight of the n/h, h/c composition regulariser (0 = off)",
     )
+    p.add_argument(
+        "--sequence-rules",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="constrain the CRF by the sequence (Cys at +1 of lipoproteins, [RK]R in Tat SPs, "
+        "shortest SP per type), in training and in every decode of the model (default: on)",
+    )
+    p.add_argument(
+        "--majority-fraction",
+        type=float,
+        default=1.0,
+        help="train each epoch on a fresh random share of the largest (kingdom, type) class",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument(

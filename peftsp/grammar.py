@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from peftsp import tokens
+
 # Type order used everywhere: probabilities, ids, tables.
 SP_TYPES: tuple[str, ...] = ("NO_SP", "SP", "LIPO", "TAT", "TATLIPO", "PILIN")
 # Column names of SignalP 6.0's prediction_results.txt, in SP_TYPES order.
@@ -235,3 +237,48 @@ def has_allowed_path(bitmap: np.ndarray) -> bool:
         if not reach.any():
             return False
     return bool((reach & ENDS).any())
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence rules: near-invariants of the SignalP 6.0 data, applied identically in training
+# (to the emissions before the CRF) and in decoding (to the ONNX emissions), when a model is
+# trained with them. Measured on train_set.fasta: all 1,648 Sec/SPII and Tat/SPII records have
+# Cys right after the cleavage site; 397 of 398 Tat records carry an [RK]R motif in the SP; no
+# SP is shorter than 4 (Sec/SPIII), 7 (Sec/SPI), 11 (Sec/SPII) or 21 (Tat) residues.
+
+# Shortest signal peptide allowed per type, a little below the shortest in the data.
+MIN_SP_LENGTH: dict[str, int] = {"SP": 5, "LIPO": 8, "TAT": 15, "TATLIPO": 15, "PILIN": 3}
+_CYS, _ARG, _LYS = (tokens.ALPHABET.index(a) for a in "CRK")
+# The states of each SP block that lie after the signal peptide (the mature protein).
+_MATURE_STATES: dict[str, np.ndarray] = {
+    t: np.array([state(t, s) for s in _BLOCKS[t] if s not in SP_REGION[t]]) for t in SP_REGION
+}
+
+
+def sequence_mask(residues: np.ndarray) -> np.ndarray:
+    """(B, L, 37) bool: the states each residue may take given the sequence.
+
+    residues (B, L) are ESM-2 token ids of the residues (no <cls>). The rules: a lipoprotein's
+    first mature residue (C1) is Cys; the Tat RR state sits only on an [RK]R motif, and a Tat
+    h-region starts only after the first such motif, so every Tat SP carries one; and no SP is
+    shorter than MIN_SP_LENGTH. Padding positions are left unconstrained.
+    """
+    residues = np.asarray(residues)
+    batch, length = residues.shape
+    mask = np.ones((batch, length, NUM_STATES), dtype=bool)
+    for sp_type, shortest in MIN_SP_LENGTH.items():
+        mask[:, :shortest, _MATURE_STATES[sp_type]] = False
+    starts_motif = np.isin(residues[:, :-1], (_ARG, _LYS)) & (residues[:, 1:] == _ARG)
+    in_motif = np.zeros((batch, length), dtype=bool)
+    in_motif[:, :-1] |= starts_motif
+    in_motif[:, 1:] |= starts_motif
+    has_motif = starts_motif.any(axis=1)
+    motif_end = np.where(has_motif, starts_motif.argmax(axis=1) + 1, length)
+    after_motif = np.arange(length)[None, :] > motif_end[:, None]
+    is_cys = residues == _CYS
+    for sp_type in ("LIPO", "TATLIPO"):
+        mask[:, :, state(sp_type, "C1")] &= is_cys
+    for sp_type in ("TAT", "TATLIPO"):
+        mask[:, :, state(sp_type, "RR")] &= in_motif
+        mask[:, :, state(sp_type, "H")] &= after_motif
+    return mask

@@ -1,10 +1,13 @@
 """The region grammar: label patterns -> allowed paths; CS and region definitions."""
 
+import re
+from collections import Counter
+
 import numpy as np
 import pytest
 from synthetic import make_dataset
 
-from peftsp import grammar
+from peftsp import grammar, tokens
 from peftsp.decoding import decode
 from peftsp.labels import LabelError, region_bitmap, true_cleavage_site
 
@@ -121,3 +124,64 @@ def test_eukarya_mask_keeps_only_no_sp_and_sec_spi():
     assert grammar.organism_state_mask("archaea").all()
     with pytest.raises(ValueError, match="unknown organism"):
         grammar.organism_state_mask("plants")
+
+
+def _residues(*sequences: str) -> np.ndarray:
+    ids, _ = tokens.encode(list(sequences), 70)
+    return ids[:, 1:-1]
+
+
+def test_sequence_mask_puts_lipoprotein_c1_only_on_cysteine_after_the_shortest_sp():
+    mask = grammar.sequence_mask(_residues("MKKLLLLLLLLLLLAGCDDCEEKK"))[0]
+    for sp_type in ("LIPO", "TATLIPO"):
+        c1 = np.flatnonzero(mask[:, S(sp_type, "C1")])
+        assert c1.tolist() == [16, 19]  # the two Cys, both past the 8-residue minimum
+    # No SP of any type may end before its minimum length: mature states are off before it.
+    for sp_type, shortest in grammar.MIN_SP_LENGTH.items():
+        assert not mask[:shortest, S(sp_type, "O")].any()
+        assert mask[shortest:, S(sp_type, "O")].all()
+
+
+def test_sequence_mask_needs_an_rk_r_motif_before_a_tat_h_region():
+    with_motif, without = grammar.sequence_mask(
+        _residues("MSTKRFLTAGLAVLLAGAAHAQAEDK", "MSTQRFLTAGLAVLLAGAAHAQAEDK")
+    )
+    for sp_type in ("TAT", "TATLIPO"):
+        assert np.flatnonzero(with_motif[:, S(sp_type, "RR")]).tolist() == [3, 4]  # K R
+        h = np.flatnonzero(with_motif[:, S(sp_type, "H")])
+        assert h[0] == 5  # the first residue after the motif
+        assert not without[:, S(sp_type, "RR")].any()
+        assert not without[:, S(sp_type, "H")].any()  # no Tat path at all
+    # Other blocks are untouched by the Tat and lipoprotein rules.
+    assert with_motif[:, S("SP", "H")].all()
+
+
+def test_decoding_with_the_sequence_mask_obeys_every_rule_on_random_emissions():
+    rng = np.random.default_rng(7)
+    letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    sequences = ["M" + "".join(rng.choice(letters, size=rng.integers(20, 70))) for _ in range(300)]
+    # A twin-arginine motif near the start of every other protein, so Tat paths exist there.
+    sequences = [s[:4] + "RR" + s[6:] if i % 2 else s for i, s in enumerate(sequences)]
+    ids, lengths = tokens.encode(sequences, 70)
+    em = rng.normal(0, 3, size=(len(sequences), ids.shape[1] - 2, grammar.NUM_STATES))
+    # Push every SP type in turn, so that each one is called on many rows.
+    for row in range(len(sequences)):
+        em[row, :, 1 + row % 5 == grammar.STATE_TYPE] += 2.0
+    crf = {
+        "transitions": np.where(grammar.ALLOWED, 0.0, grammar.DISALLOWED_SCORE),
+        "start": np.where(grammar.STARTS, 0.0, grammar.DISALLOWED_SCORE),
+        "end": np.where(grammar.ENDS, 0.0, grammar.DISALLOWED_SCORE),
+    }
+    out = decode(em, lengths, crf, grammar.sequence_mask(ids[:, 1:-1]))
+    called: Counter[str] = Counter()
+    for row, sequence in enumerate(sequences):
+        sp_type, cs = grammar.SP_TYPES[out.types[row]], out.cs[row]
+        if cs is None:
+            continue
+        called[sp_type] += 1
+        assert cs >= grammar.MIN_SP_LENGTH[sp_type]
+        if sp_type in ("LIPO", "TATLIPO"):
+            assert sequence[cs] == "C"
+        if sp_type in ("TAT", "TATLIPO"):
+            assert re.search("[RK]R", sequence[:cs])
+    assert min(called[t] for t in grammar.SP_TYPES[1:]) >= 10, called

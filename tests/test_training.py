@@ -3,16 +3,17 @@ and the train / evaluate / crossval commands."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from synthetic import write_dataset
 
-from peftsp import labels
+from peftsp import grammar, labels
 from peftsp.cli import main
-from peftsp.fasta import read_labelled_list
+from peftsp.fasta import LabelledRecord, read_labelled_list
 from peftsp.train import backbone
 from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
-from peftsp.train.training import TrainOptions, fit, predict_records
+from peftsp.train.training import TrainOptions, epoch_records, fit, make_batch, predict_records
 
 METHODS = ("lora", "adapter", "prompt", "full")
 
@@ -120,3 +121,32 @@ def test_crossval_writes_six_models_and_both_tables(tiny_backbone_file, tmp_path
     table = (out / "crossval_table.md").read_text()
     assert "SignalP 6.0" in table and "Mean" in table
     assert (out / "crossval_table.csv").stat().st_size > 0
+
+
+def test_training_batches_carry_the_decoder_sequence_rules_except_for_rule_breakers():
+    records = [
+        LabelledRecord(
+            "lipo", "NEGATIVE", "LIPO", 0, "MKKLLLLLLLLLLLAGCDDEEK", "L" * 16 + "O" * 6, 1
+        ),
+        LabelledRecord(
+            "tat", "NEGATIVE", "TAT", 0, "MSRRFLTAGLAVLLAGAAHAQAEDK", "T" * 20 + "O" * 5, 4
+        ),
+        # A Tat SP without an [RK]R motif breaks the rules: trained without them.
+        LabelledRecord(
+            "odd", "NEGATIVE", "TAT", 0, "MSTQFLTAGLAVLLAGAAHAQAEDK", "T" * 20 + "O" * 5, 7
+        ),
+    ]
+    batch = make_batch(records, 70, rules=True)
+    expected = grammar.sequence_mask(batch.tokens[:, 1:-1].numpy())
+    assert np.array_equal(batch.rules[:2].numpy(), expected[:2])
+    assert batch.rules[2].all() and not expected[2].all()
+    assert not make_batch(records, 70).rules.logical_not().any()  # off unless asked
+
+
+def test_epoch_records_subsample_only_the_largest_class():
+    records = [LabelledRecord(str(i), "EUKARYA", "NO_SP", 0, "MK", "II", i) for i in range(200)]
+    records += [LabelledRecord(f"s{i}", "NEGATIVE", "SP", 0, "MK", "SS", i) for i in range(20)]
+    kept = epoch_records(records, 0.25, np.random.default_rng(0))
+    assert set(range(200, 220)) <= set(kept.tolist())
+    assert 30 < sum(k < 200 for k in kept) < 70
+    assert len(epoch_records(records, 1.0, np.random.default_rng(0))) == 220

@@ -43,6 +43,7 @@ class ModelConfig:
     kingdom_conditioning: bool = False
     dropout: float = 0.1
     window: int = 70
+    sequence_rules: bool = False  # grammar.sequence_mask applied to the emissions
 
     @property
     def stores_backbone(self) -> bool:
@@ -127,9 +128,16 @@ class SignalPeptideModel(nn.Module):
         types: torch.Tensor,
         kingdom: torch.Tensor | None = None,
         region_weight: float = 0.0,
+        rules: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Partial-label CRF negative log-likelihood (batch mean) + region regulariser."""
+        """Partial-label CRF negative log-likelihood (batch mean) + region regulariser.
+
+        rules (B, L, 37) bool, when given, removes states as grammar.sequence_mask does at
+        prediction time, so the model is trained on the distribution it is decoded with.
+        """
         emissions = self(tokens, kingdom)
+        if rules is not None:
+            emissions = emissions.masked_fill(~rules, grammar.DISALLOWED_SCORE)
         mask = torch.arange(emissions.shape[1], device=tokens.device)[None] < lengths[:, None]
         nll = -self.crf.partial_log_likelihood(emissions, allowed, mask).mean()
         if region_weight <= 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class TrainOptions:
     region_weight: float = 0.5
     seed: int = 0
     quiet: bool = False
+    majority_fraction: float = 1.0  # share of the largest (kingdom, type) class used per epoch
 
 
 @dataclass
@@ -55,12 +57,20 @@ class Batch:
     allowed: torch.Tensor  # (B, L, 37) bool
     types: torch.Tensor  # (B,) SP type ids
     kingdom: torch.Tensor  # (B,) organism ids
+    rules: torch.Tensor  # (B, L, 37) bool: grammar.sequence_mask, all True where not applied
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
             *(
                 t.to(device)
-                for t in (self.tokens, self.lengths, self.allowed, self.types, self.kingdom)
+                for t in (
+                    self.tokens,
+                    self.lengths,
+                    self.allowed,
+                    self.types,
+                    self.kingdom,
+                    self.rules,
+                )
             )
         )
 
@@ -69,23 +79,32 @@ def organism_of(record: LabelledRecord) -> str:
     return grammar.KINGDOM_TO_ORGANISM[record.kingdom]
 
 
-def make_batch(records: list[LabelledRecord], window: int) -> Batch:
-    """Tokens, lengths, allowed-state bitmaps (padded with True), types and kingdoms."""
+def make_batch(records: list[LabelledRecord], window: int, rules: bool = False) -> Batch:
+    """Tokens, lengths, allowed-state bitmaps (padded with True), types, kingdoms and, with
+    `rules`, the sequence-rule masks.
+
+    A record whose labels break a sequence rule (1 of the 20,290 SignalP 6.0 records: a Tat SP
+    without an [RK]R motif) is trained without the rules rather than with an impossible label.
+    """
     seqs = [r.sequence[:window] for r in records]
     ids, lengths = tokens.encode(seqs, window)
     allowed = np.ones((len(records), int(lengths.max()), grammar.NUM_STATES), dtype=bool)
+    masks = grammar.sequence_mask(ids[:, 1:-1]) if rules else np.ones_like(allowed)
     for row, record in enumerate(records):
         try:
             bitmap = labels.region_bitmap(seqs[row], record.labels[:window], record.sp_type)
         except labels.LabelError as err:
             raise InputError(str(err), record=record.accession, line=record.line) from err
         allowed[row, : len(bitmap)] = bitmap
+        if rules and not grammar.has_allowed_path(bitmap & masks[row, : len(bitmap)]):
+            masks[row] = True
     return Batch(
         tokens=torch.as_tensor(ids),
         lengths=torch.as_tensor(lengths),
         allowed=torch.as_tensor(allowed),
         types=torch.tensor([grammar.SP_TYPES.index(r.sp_type) for r in records]),
         kingdom=torch.tensor([ORGANISM_IDS[organism_of(r)] for r in records]),
+        rules=torch.as_tensor(masks),
     )
 
 
@@ -116,7 +135,9 @@ def predict_records(
                     grammar.organism_state_mask(organism_of(r) if organism_rule else "other")
                     for r in chunk
                 ]
-            )
+            )[:, None, :]
+            if model.config.sequence_rules:
+                masks = masks & grammar.sequence_mask(batch.tokens[:, 1:-1].cpu().numpy())
             out = decode(emissions, batch.lengths.cpu().numpy(), crf, masks)
             types += [grammar.SP_TYPES[t] for t in out.types]
             sites += out.cs
@@ -140,6 +161,22 @@ def selection_score(model: SignalPeptideModel, records: list[LabelledRecord]) ->
     pred_types, pred_cs = predict_records(model, records)
     kingdoms, true_types, true_cs = truth(records)
     return metrics.detection_and_cs_mcc(kingdoms, true_types, pred_types, true_cs, pred_cs)
+
+
+def epoch_records(
+    records: list[LabelledRecord], majority_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices of the records trained on in one epoch: all of them, except that only a fresh
+    random `majority_fraction` of the largest (kingdom, type) class is kept (in SignalP 6.0's
+    data, eukaryotic NO_SP is 70% of the records; the decode-time prior shift corrects for it).
+    """
+    if not 0 < majority_fraction <= 1:
+        raise PeftSPError(f"--majority-fraction must be in (0, 1], got {majority_fraction}")
+    classes = [(r.kingdom, r.sp_type) for r in records]
+    largest = Counter(classes).most_common(1)[0][0]
+    drawn = rng.random(len(records)) < majority_fraction
+    keep = np.array([c != largest for c in classes]) | drawn
+    return np.flatnonzero(keep)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -169,7 +206,7 @@ def fit(
     device = next(model.parameters()).device
     for epoch in range(1, options.epochs + 1):
         model.train()
-        order = rng.permutation(len(train))
+        order = rng.permutation(epoch_records(train, options.majority_fraction, rng))
         starts = range(0, len(order), options.batch_size)
         bar = tqdm(
             starts, disable=options.quiet, desc=f"epoch {epoch}/{options.epochs}", unit="batch"
@@ -177,7 +214,9 @@ def fit(
         total = 0.0
         for start in bar:
             batch = make_batch(
-                [train[i] for i in order[start : start + options.batch_size]], window
+                [train[i] for i in order[start : start + options.batch_size]],
+                window,
+                model.config.sequence_rules,
             ).to(device)
             kingdom = None
             if model.config.kingdom_conditioning:
@@ -191,6 +230,7 @@ def fit(
                 batch.types,
                 kingdom,
                 options.region_weight,
+                batch.rules if model.config.sequence_rules else None,
             )
             optimizer.zero_grad()
             loss.backward()
@@ -278,6 +318,7 @@ def config_from_args(args, esm) -> ModelConfig:
         kingdom_conditioning=args.kingdom_conditioning,
         dropout=args.dropout,
         window=args.window,
+        sequence_rules=args.sequence_rules,
     )
 
 
@@ -291,6 +332,7 @@ def options_from_args(args) -> TrainOptions:
         region_weight=args.region_weight,
         seed=args.seed,
         quiet=args.quiet,
+        majority_fraction=args.majority_fraction,
     )
 
 
