@@ -392,3 +392,13 @@ def test_the_demo_model_is_named_in_the_log_and_outputs(tmp_path, caplog):
     assert first.startswith("# SignalP-6.0 format, PEFT-SP ") and "DEMO MODEL" in first
     data = json.loads((tmp_path / "o" / "output.json").read_text())
     assert data["run"]["demo_model"] is True and "random weights" in data["model_notice"]
+
+
+def test_an_outdir_that_is_a_file_is_refused_even_with_overwrite(tmp_path, model_bundle, capsys):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(proteome(2))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for command in ("predict", "pipeline"):
+        assert run(command, fasta, blocker, model_bundle, "--overwrite") == 1
+        assert "not a directory" in capsys.readouterr().err and blocker.read_text() == "x"

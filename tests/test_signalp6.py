@@ -205,3 +205,11 @@ def test_linked_as_signalp6_on_the_path(tmp_path, model_bundle):
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o" / "prediction_results.txt").is_file()
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path, model_bundle, capsys):
+    fasta = proteome(tmp_path / "in.faa", 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert signalp(fasta, blocker, model_bundle) == 1
+    assert "is not a directory" in capsys.readouterr().err and blocker.read_text() == "x"
