@@ -183,6 +183,17 @@ def predict_into(
     return out.summary
 
 
+_DEMO_WARNED: set[str] = set()  # bundles already named in this process's log
+
+
+def warn_demo_model(bundle: Bundle, run_info: dict) -> None:
+    """Say in the log, once per process (the local runner predicts shard after shard), that the
+    model is a demo model."""
+    if run_info["demo_model"] and str(bundle.path) not in _DEMO_WARNED:
+        _DEMO_WARNED.add(str(bundle.path))
+        log.warning("model %s is %s", bundle.name, DEMO_NOTICE)
+
+
 def check_outdir(outdir: Path, overwrite: bool, option: str = "--outdir") -> None:
     """Refuse an output directory that holds anything, unless `overwrite`."""
     if outdir.exists() and not outdir.is_dir():
@@ -228,8 +239,7 @@ def predict_command(args) -> None:
     run_info = run_information(bundle, args.organism, args.precision)
     if args.sample is not None:  # shards of one sample merge only with each other
         run_info["sample"] = sample
-    if run_info["demo_model"]:
-        log.warning("model %s is %s", bundle.name, DEMO_NOTICE)
+    warn_demo_model(bundle, run_info)
     session = Session(
         bundle,
         device=args.device,

@@ -220,9 +220,8 @@ def _model(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> None:
     """Predict --fastafile into --output_dir in SignalP 6.0's layout."""
     from peftsp.plots import PlotWriter
-    from peftsp.predict import default_sample, predict_into, run_information
+    from peftsp.predict import default_sample, predict_into, run_information, warn_demo_model
     from peftsp.runtime import Session, load_bundle
-    from peftsp.writers import DEMO_NOTICE
 
     organism = "eukarya" if args.organism == "euk" else args.organism
     formats = FORMAT_FILES[args.format]
@@ -234,8 +233,7 @@ def run(args: argparse.Namespace) -> None:
         log.warning("%s is not empty: SignalP 6.0's files there will be replaced", outdir)
     bundle = load_bundle(_model(args))
     run_info = run_information(bundle, organism, "fp32")
-    if run_info["demo_model"]:
-        log.warning("model %s is %s", bundle.name, DEMO_NOTICE)
+    warn_demo_model(bundle, run_info)
     if args.mode != "fast":
         log.info("--mode %s: PEFT-SP has one model; it is used for every mode", args.mode)
     session = Session(

@@ -382,12 +382,17 @@ def test_a_nucleotide_record_among_proteins_is_predicted_with_a_warning(
     assert "look like nucleotide sequences" in caplog.text and "contig7" in caplog.text
 
 
-def test_the_demo_model_is_named_in_the_log_and_outputs(tmp_path, caplog):
+def test_the_demo_model_is_named_in_the_log_and_outputs(tmp_path, caplog, monkeypatch):
+    from peftsp import predict
+
+    monkeypatch.setattr(predict, "_DEMO_WARNED", set())
     fasta = tmp_path / "in.faa"
     fasta.write_text(proteome(2))
-    argv = ["predict", "--fasta", str(fasta), "--outdir", str(tmp_path / "o"), "--device", "cpu"]
-    assert main(argv) == 0
-    assert "demo model" in caplog.text
+    argv = ["predict", "--fasta", str(fasta), "--device", "cpu", "--outdir"]
+    assert main([*argv, str(tmp_path / "o")]) == 0
+    assert caplog.text.count("demo model") == 1
+    assert main([*argv, str(tmp_path / "again")]) == 0  # once per process: the runner's shards
+    assert caplog.text.count("demo model") == 1
     first = (tmp_path / "o" / "prediction_results.txt").read_text().splitlines()[0]
     assert first.startswith("# SignalP-6.0 format, PEFT-SP ") and "DEMO MODEL" in first
     data = json.loads((tmp_path / "o" / "output.json").read_text())
