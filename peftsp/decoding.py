@@ -172,18 +172,19 @@ class _Marginals:
     alpha: np.ndarray  # (B, L, K) scaled forward distributions (probability-space rows)
     beta: np.ndarray  # (B, L, K) scaled backward distributions (probability-space rows)
     weights: np.ndarray  # (B, L, K) exp(emission - per-step max), zero for masked states
-    log_rows: dict[int, tuple[np.ndarray, np.ndarray, float]]  # row -> log alpha, beta, log Z
+    log_rows: dict[int, tuple[np.ndarray, np.ndarray]]  # row -> log alpha, log beta
 
     def pair_weights(self, row: int, t: int, tab: _Tables, em: np.ndarray) -> np.ndarray:
         """(K, K) non-negative, proportional to P(state t-1 = i, state t = j) in `row`."""
         if row in self.log_rows:
-            alpha, beta, _ = self.log_rows[row]
+            alpha, beta = self.log_rows[row]
             score = alpha[t - 1][:, None] + tab.trans + (em[row, t] + beta[t])[None, :]
             return np.exp(score - score.max())
         ahead = self.weights[row, t] * self.beta[row, t]
         return self.alpha[row, t - 1][:, None] * tab.exp_trans * ahead[None, :]
 
 
+@np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
 def _scaled_forward_backward(
     em: np.ndarray, mask: np.ndarray | None, lengths: np.ndarray, tab: _Tables
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -192,13 +193,6 @@ def _scaled_forward_backward(
     Returns posterior, log Z, scaled alpha, scaled beta, the emission weights, and a boolean
     per row that is True where the recursion underflowed (those rows' values are not valid).
     """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        return _scaled_recursions(em, mask, lengths, tab)
-
-
-def _scaled_recursions(
-    em: np.ndarray, mask: np.ndarray | None, lengths: np.ndarray, tab: _Tables
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     batch, length, _ = em.shape
     shown = em if mask is None else np.where(mask, em, -np.inf)
     top = shown.max(axis=2, keepdims=True)
@@ -288,7 +282,7 @@ def _marginals(
         n = int(lengths[row])
         row_em = _penalised(em[row, :n], None if mask is None else mask[row, :n])
         a, b, z = _log_forward_backward(row_em, n, tab)
-        log_rows[int(row)] = (a, b, z)
+        log_rows[int(row)] = (a, b)
         posterior[row] = 0.0
         posterior[row, :n] = np.exp(a + b - z)
         log_z[row] = z
