@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Every proteome of a directory through the local runner (`peftsp pipeline`), in one run.
 
-    python bench/proteomes.py ../shared/data/proteomes --outdir runs/proteomes --threads 2
+    python bench/proteomes.py ../shared/data/proteomes --outdir runs/proteomes --threads 2 \
+        [--batch-size N]
 
 Writes a samplesheet (organism per proteome from ORGANISMS below, else `other`), runs
-`peftsp pipeline` on it in a child process, and prints the wall time, the child's peak RSS,
-proteins/s, and per proteome the proteins in (FASTA headers) and out (output.json,
-prediction_results.txt rows, GFF3 seqids within the input IDs). Exits non-zero if any count
-differs.
+`peftsp pipeline` on it in a child process (batch size: --batch-size, by default the
+prediction default peftsp.predict.DEFAULT_BATCH_SIZE), and prints the wall time, the peak RSS
+of the largest process it started (each shard's `peftsp predict`; on the CPU no decode worker
+processes are started), proteins/s, and per proteome the proteins in (FASTA headers) and out
+(output.json, prediction_results.txt rows, GFF3 seqids within the input IDs). Exits non-zero if
+any count differs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from peftsp.predict import DEFAULT_BATCH_SIZE
 from peftsp.writers import escape_seqid
 
 # Organism groups of the proteomes in ../shared/data/proteomes (file stem prefix -> group).
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shard-size", type=int, default=5000)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     args = parser.parse_args()
 
     files = sorted(Path(args.directory).glob("*.fa*"))
@@ -68,7 +73,7 @@ def main() -> None:
     results = outdir / "results"
     argv = [sys.executable, "-m", "peftsp.cli", "pipeline", "--input", str(sheet)]
     argv += ["--outdir", str(results), "--shard-size", str(args.shard_size), "--device", "cpu"]
-    argv += ["--threads", str(args.threads)]
+    argv += ["--threads", str(args.threads), "--batch-size", str(args.batch_size)]
     if args.model:
         argv += ["--model", args.model]
     start = time.perf_counter()
@@ -99,7 +104,8 @@ def main() -> None:
         )
     print(
         f"{len(files)} proteomes, {total_in} proteins in, {total_out} out; wall {wall:.0f} s "
-        f"({total_in / wall:.1f} proteins/s); peak RSS {peak:.0f} MiB; {args.threads} threads"
+        f"({total_in / wall:.1f} proteins/s); peak RSS {peak:.0f} MiB; {args.threads} threads; "
+        f"batch {args.batch_size}"
     )
     sys.exit(0 if ok and total_in == total_out else 1)
 

@@ -1,24 +1,30 @@
 """`peftsp predict`: FASTA in, signal-peptide predictions out, on ONNX Runtime (no torch).
 
-The FASTA file is streamed in chunks of CHUNK proteins; each chunk is sorted by length, cut into
-batches padded to their longest protein, run through the ONNX graph and decoded by the numpy
-CRF, then written back in input order. Memory is bounded by the chunk, not by the proteome.
+The FASTA file is streamed in consecutive batches of proteins, each padded to its longest
+protein (at most the model window). A background thread runs the ONNX graph a few batches ahead
+while the numpy CRF decodes the batch before (or worker processes decode, with decode_workers),
+and predictions come out batch by batch in input order. Memory holds a few batches, never the
+proteome.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
 from peftsp import __version__, grammar, tokens
-from peftsp.decoding import Prediction, decode
+from peftsp.decoding import Decoded, Prediction, decode
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import NUCLEOTIDE_NOTE, LabelledRecord, Protein, read_proteins
 from peftsp.plots import PlotWriter
@@ -28,7 +34,13 @@ from peftsp.writers import DEMO_NOTICE, OutputWriter
 
 log = logging.getLogger("peftsp")
 
-CHUNK = 4096  # proteins read, sorted and predicted together
+# Proteins per model batch. bench/throughput.py, E. coli, 2 threads, batches of 8/16/32/64: CPU
+# time per protein fp32 3.40/3.50/3.64/3.84 ms, int8 2.06/1.86/1.90/2.15 ms, peak RSS fp32
+# 111/126/156/218 MiB: 16 costs no speed and little memory. (A GPU wants larger batches.)
+DEFAULT_BATCH_SIZE = 16
+# Model batches submitted ahead of the one being decoded (one running, one waiting).
+MODEL_AHEAD = 2
+_T = TypeVar("_T")
 # --sample: the runner's sample ids follow the same rule.
 SAMPLE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 # Extensions dropped from the FASTA file name to make the default sample name.
@@ -56,55 +68,152 @@ def is_demo_bundle(bundle: Bundle) -> bool:
     return str(bundle.meta.get("backbone", "")).startswith("random:")
 
 
-def batches(proteins: list[Protein], batch_size: int) -> Iterator[list[int]]:
-    """Indices into `proteins` in batches of similar length (longest first)."""
-    order = sorted(range(len(proteins)), key=lambda i: -len(proteins[i].sequence))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+def batches(proteins: Iterable[Protein], batch_size: int) -> Iterator[list[Protein]]:
+    """Consecutive batches of `batch_size` proteins, in input order.
+
+    Not sorted by length: the model sees at most the first `window` residues, which nearly every
+    protein fills (on E. coli consecutive batches pad 0.6% more residues than sorted ones), and
+    input order lets each batch's predictions go out as soon as it is decoded.
+    """
+    stream = iter(proteins)
+    while batch := list(islice(stream, batch_size)):
+        yield batch
 
 
-def predict_batch(
-    proteins: list[Protein], session: Session, organism: str, state_mask: np.ndarray
-) -> list[Prediction]:
-    """Predictions for one batch of proteins (same order)."""
+def _run_model(
+    session: Session, proteins: list[Protein], organism: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Emissions (B, T, 37) and residue counts (B,) of one batch."""
     bundle = session.bundle
     ids, lengths = tokens.encode([p.sequence for p in proteins], bundle.window)
     kingdom = np.full(len(proteins), bundle.organism_id(organism), dtype=np.int64)
-    emissions = session.emissions(ids, kingdom)
-    out = decode(emissions, lengths, bundle.crf, state_mask)
-    predictions = []
-    for row, protein in enumerate(proteins):
-        cs = out.cs[row]
-        cs_probability = out.cs_probabilities[row]
-        predictions.append(
-            Prediction(
-                id=protein.id,
-                header=protein.header,
-                sequence=protein.sequence,
-                sp_type=grammar.SP_TYPES[int(out.types[row])],
-                probabilities=tuple(float(v) for v in out.type_probabilities[row]),
-                cs=cs,
-                cs_probability=cs_probability,
-                regions=grammar.sp_regions(out.paths[row]) if cs is not None else [],
-                notes=list(protein.notes),
-            )
+    return session.emissions(ids, kingdom), lengths
+
+
+def _predictions(proteins: list[Protein], out: Decoded) -> list[Prediction]:
+    """One batch's Predictions from its decoder output."""
+    marginals = out.marginals or [None] * len(proteins)
+    return [
+        Prediction(
+            id=protein.id,
+            header=protein.header,
+            sequence=protein.sequence,
+            sp_type=grammar.SP_TYPES[int(out.types[row])],
+            probabilities=tuple(float(v) for v in out.type_probabilities[row]),
+            cs=out.cs[row],
+            cs_probability=out.cs_probabilities[row],
+            regions=out.regions[row],
+            notes=list(protein.notes),
+            cs_marginal=out.cs_marginals[row],
+            marginals=marginals[row],
         )
-    return predictions
+        for row, protein in enumerate(proteins)
+    ]
+
+
+def predict_batch(
+    proteins: list[Protein], session: Session, organism: str, keep_marginals: bool = False
+) -> list[Prediction]:
+    """Predictions for one batch of proteins (same order), model and decode in this thread."""
+    emissions, lengths = _run_model(session, proteins, organism)
+    mask = grammar.organism_state_mask(organism)
+    return _predictions(
+        proteins, decode(emissions, lengths, session.bundle.crf, mask, keep_marginals)
+    )
+
+
+def _ahead(items: Iterator[_T], count: int) -> Iterator[_T]:
+    """`items`, each taken from `items` `count` steps before it is handed on."""
+    window: deque[_T] = deque()
+    for item in items:
+        window.append(item)
+        if len(window) > count:
+            yield window.popleft()
+    yield from window
+
+
+def auto_decode_workers(providers: list[str], cpus: int | None = None) -> int:
+    """Decode processes when none are asked for: none when the model runs on the CPU (the
+    decode overlaps with it in the calling thread, and the cores are the model's); with a GPU,
+    whose model outruns one numpy core, up to 4, leaving a core to the calling thread."""
+    if all(p == "CPUExecutionProvider" for p in providers):
+        return 0
+    return max(0, min(4, (cpus or os.cpu_count() or 1) - 2))
+
+
+def _decode_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Processes for the CRF decode (none: it runs in the calling thread)."""
+    if workers < 1:
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    # Not fork: the parent runs ONNX Runtime threads, whose locks a forked child could inherit.
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["peftsp.decoding"])
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
+def predict_batches(
+    proteins: Iterable[Protein],
+    session: Session,
+    organism: str,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    keep_marginals: bool = False,
+    decode_workers: int | None = None,
+) -> Iterator[list[Prediction]]:
+    """Predictions batch by batch, in input order.
+
+    The model runs in a background thread (ONNX Runtime releases the GIL) MODEL_AHEAD batches
+    ahead of the decode, so model and decode overlap. The decode runs in this thread, or with
+    decode_workers > 0 in that many processes, each with at most 2 batches in flight (None:
+    auto_decode_workers). Memory holds a few batches, never the proteome.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, not {batch_size}")
+    if decode_workers is None:
+        decode_workers = auto_decode_workers(session.providers)
+    crf = session.bundle.crf
+    mask = grammar.organism_state_mask(organism)
+    model = ThreadPoolExecutor(1, thread_name_prefix="peftsp-model")
+    pool = _decode_pool(decode_workers)
+    try:
+        emitted = _ahead(
+            (
+                (batch, model.submit(_run_model, session, batch, organism))
+                for batch in batches(proteins, batch_size)
+            ),
+            MODEL_AHEAD,
+        )
+        if pool is None:
+            for batch, job in emitted:
+                emissions, lengths = job.result()
+                yield _predictions(batch, decode(emissions, lengths, crf, mask, keep_marginals))
+        else:
+            decoding = (
+                (batch, pool.submit(decode, *job.result(), crf, mask, keep_marginals))
+                for batch, job in emitted
+            )
+            for batch, job in _ahead(decoding, 2 * decode_workers):
+                yield _predictions(batch, job.result())
+    finally:
+        model.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def predict_proteins(
-    proteins: Iterable[Protein], session: Session, organism: str, batch_size: int
+    proteins: Iterable[Protein],
+    session: Session,
+    organism: str,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    keep_marginals: bool = False,
+    decode_workers: int | None = None,
 ) -> Iterator[Prediction]:
-    """Predictions in input order, computed chunk by chunk."""
-    state_mask = grammar.organism_state_mask(organism)
-    stream = iter(proteins)
-    while chunk := list(islice(stream, CHUNK)):
-        results: list[Prediction | None] = [None] * len(chunk)
-        for indices in batches(chunk, batch_size):
-            batch = predict_batch([chunk[i] for i in indices], session, organism, state_mask)
-            for i, prediction in zip(indices, batch, strict=True):
-                results[i] = prediction
-        yield from results  # type: ignore[misc]
+    """Predictions in input order, produced batch by batch (see predict_batches)."""
+    for batch in predict_batches(
+        proteins, session, organism, batch_size, keep_marginals, decode_workers
+    ):
+        yield from batch
 
 
 def bundle_predictions(
