@@ -196,8 +196,8 @@ class Session:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        # Prediction alternates between the graph and the numpy CRF decode: idle ONNX Runtime
-        # workers that spin would steal the cores the decode needs.
+        # predict runs the graph in a background thread while the numpy CRF decodes the batch
+        # before: ONNX Runtime workers that spin while they wait would steal the decode's core.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = provider_chain(device, bundle, batch_size, trt_cache)
         try:
