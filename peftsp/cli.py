@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from peftsp import __version__
@@ -18,7 +19,8 @@ from peftsp.grammar import ORGANISMS
 
 # SignalP 6.0's organism spellings that are not ours.
 ORGANISM_ALIASES = {"euk": "eukarya"}
-# The local runner's state directory inside --outdir (peftsp.pipeline.WORK_DIR; a test checks).
+# The local runner's state directory inside --outdir (peftsp.workflow.runner.WORK_DIR; a test
+# checks).
 RUNNER_WORK_DIR = ".peftsp-work"
 
 # subcommand -> "module:function" taking the parsed arguments.
@@ -28,9 +30,9 @@ _HANDLERS = {
     "evaluate": "peftsp.train.crossval:evaluate_command",
     "export": "peftsp.train.export:export_command",
     "predict": "peftsp.predict:predict_command",
-    "shard": "peftsp.pipeline:shard_command",
-    "merge": "peftsp.pipeline:merge_command",
-    "pipeline": "peftsp.pipeline:pipeline_command",
+    "shard": "peftsp.workflow.shard:shard_command",
+    "merge": "peftsp.workflow.merge:merge_command",
+    "pipeline": "peftsp.workflow.runner:pipeline_command",
 }
 
 
@@ -230,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("pipeline", help="run shard -> predict -> merge locally")
-    p.add_argument("--input", required=True, help="FASTA, or samplesheet CSV (id,fasta[,organism])")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input",
+        help="samplesheet (.csv, .tsv, .json, .yaml/.yml) with sample,fasta[,organism]: one "
+        "output subdirectory per sample",
+    )
+    source.add_argument("--fasta", help="one protein FASTA: its outputs directly in --outdir")
     p.add_argument(
         "--outdir",
         required=True,
@@ -246,13 +254,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_organism(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--trt-cache",
+        default=None,
+        help="TensorRT engine/timing cache directory when --device is not cpu (default: in "
+        "the run's work directory, removed at the end)",
+    )
     _add_common(p)
     return parser
 
 
-def _handler(command: str):
+def handler(command: str):
+    """The function that runs a subcommand given its parsed arguments (its module is imported
+    here, on first use: a command never loads another command's dependencies)."""
     module, function = _HANDLERS[command].split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run a parsed command line: the checks `peftsp` makes before a subcommand, then its
+    handler. Errors are raised (main() turns them into messages and exit statuses)."""
+    if args.command == "pipeline":
+        check_pipeline_outdir(args)
+    handler(args.command)(args)
+
+
+def run_command(argv: Sequence[str]) -> None:
+    """Run one `peftsp` command line (without the program name) in this process, as `peftsp`
+    would, but raising its errors; the local runner runs its steps so."""
+    run(build_parser().parse_args(list(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if args.command == "pipeline":
-            check_pipeline_outdir(args)
-        _handler(args.command)(args)
+        run(args)
     except PeftSPError as err:
         print(f"peftsp: error: {err}", file=sys.stderr)
         return 1

@@ -19,16 +19,17 @@ import reftrace
 import yaml
 from nf_schema import config_params, strip_comments
 
-from peftsp import __version__, pipeline
+from peftsp import __version__
 from peftsp.grammar import ORGANISMS
+from peftsp.workflow import commands, samplesheet
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = REPO / "modules" / "nf-core" / "peftsp"
 STEPS = ("shard", "predict", "merge")
 COMMANDS = {
-    "shard": pipeline.SHARD_COMMAND,
-    "predict": pipeline.PREDICT_COMMAND,
-    "merge": pipeline.MERGE_COMMAND,
+    "shard": commands.SHARD_COMMAND,
+    "predict": commands.PREDICT_COMMAND,
+    "merge": commands.MERGE_COMMAND,
 }
 STANDARD_LABELS = {
     "process_single",
@@ -250,9 +251,9 @@ def test_samplesheet_schema_agrees_with_the_local_runner():
     schema = json.loads((REPO / "assets" / "schema_input.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     columns = schema["items"]["properties"]
-    assert tuple(columns) == pipeline.SAMPLESHEET_COLUMNS
-    assert tuple(schema["items"]["required"]) == pipeline.REQUIRED_COLUMNS
-    assert columns["sample"]["pattern"] == pipeline.SAMPLE_ID_PATTERN
+    assert tuple(columns) == samplesheet.SAMPLESHEET_COLUMNS
+    assert tuple(schema["items"]["required"]) == samplesheet.REQUIRED_COLUMNS
+    assert columns["sample"]["pattern"] == samplesheet.SAMPLE_ID_PATTERN
     assert [o for o in columns["organism"]["enum"] if o] == list(ORGANISMS)
     validator = jsonschema.Draft202012Validator(schema)
     good = [{"sample": "ecoli", "fasta": "e.faa", "organism": "gram_negative"}]
@@ -426,10 +427,10 @@ def test_predict_ext_args_are_the_runner_args():
     ext_args = re.search(
         r"""withName: 'PEFTSP_PREDICT' \{\s*ext\.args\s*=\s*\{ "([^"]*)" \+""", text
     )
-    assert ext_args[1] == pipeline.PREDICT_ARGS
+    assert ext_args[1] == commands.PREDICT_ARGS
     # the runner fills the same names the config uses
-    argv = pipeline.render(
-        pipeline.PREDICT_ARGS, {"meta.organism": "eukarya", "params.batch_size": "8"}
+    argv = commands.render(
+        commands.PREDICT_ARGS, {"meta.organism": "eukarya", "params.batch_size": "8"}
     )
     assert argv == ["--organism", "eukarya", "--batch-size", "8"]
 

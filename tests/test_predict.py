@@ -42,8 +42,7 @@ def tree(path: Path, source: Path | None = None) -> dict[str, bytes]:
 
 
 def run(command, fasta: Path, out: Path, model: Path, *extra: str) -> int:
-    option = "--fasta" if command == "predict" else "--input"
-    argv = [command, option, str(fasta), "--outdir", str(out), "--model", str(model)]
+    argv = [command, "--fasta", str(fasta), "--outdir", str(out), "--model", str(model)]
     return main([*argv, "--device", "cpu", "--quiet", *extra])
 
 
@@ -358,13 +357,14 @@ def test_a_non_empty_outdir_is_refused_unless_overwrite(tmp_path, model_bundle, 
 
 
 def test_pipeline_resumes_into_its_own_work_directory_without_overwrite(tmp_path, model_bundle):
-    from peftsp import cli, pipeline
+    from peftsp import cli
+    from peftsp.workflow import runner
 
-    assert cli.RUNNER_WORK_DIR == pipeline.WORK_DIR
+    assert cli.RUNNER_WORK_DIR == runner.WORK_DIR
     fasta = tmp_path / "in.faa"
     fasta.write_text(proteome(3))
     out = tmp_path / "out"
-    (out / pipeline.WORK_DIR).mkdir(parents=True)  # as a killed run leaves it
+    (out / runner.WORK_DIR).mkdir(parents=True)  # as a killed run leaves it
     assert run("pipeline", fasta, out, model_bundle) == 0
 
 

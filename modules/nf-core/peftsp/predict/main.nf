@@ -33,7 +33,7 @@ process PEFTSP_PREDICT {
     def model_option = model ? "--model ${model}" : ''
     def device = task.accelerator ? 'cuda' : 'cpu'
     """
-    peftsp predict --fasta ${fasta} ${model_option} --outdir ${prefix} --device ${device} --threads ${task.cpus} ${args}
+    peftsp predict --fasta ${fasta} ${model_option} --outdir ${prefix} --sample ${meta.id} --device ${device} --threads ${task.cpus} ${args}
     """
 
     stub:
