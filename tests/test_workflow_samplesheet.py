@@ -119,7 +119,8 @@ def test_a_sample_id_is_accepted_exactly_when_nf_schema_accepts_it(in_tmp, kind,
     nf_errors = list(validator.iter_errors(nf_schema.read_samplesheet(sheet)))
     if kind != "json" and isinstance(cell_value(sample), float):
         # Python's jsonschema takes a float without fraction (1e5, "1.") for an "integer";
-        # nf-schema refuses decimal-looking ids, and Nextflow's meta.id would not be the text
+        # decimal-looking ids are refused as nf-schema refuses them (and meta.id.toString()
+        # of such a number would not be the text written)
         nf_errors = nf_errors or ["a decimal number"]
     try:
         (read,) = read_samplesheet(sheet, "other")
@@ -140,7 +141,7 @@ def test_a_sample_id_is_accepted_exactly_when_nf_schema_accepts_it(in_tmp, kind,
         ("json", '[{"sample": 1.5, "fasta": "a.faa"}]', "decimal number"),
         ("json", '[{"sample": true, "fasta": "a.faa"}]', "boolean"),
         ("json", '[{"sample": -1, "fasta": "a.faa"}]', "bad sample id -1"),
-        # unquoted 1e5 is a number in YAML 1.2 and SnakeYAML (nf-schema), a string in PyYAML
+        # unquoted 1e5 is a number in YAML 1.2 (PyYAML alone would make it a string)
         ("yaml", "- {sample: 1e5, fasta: a.faa}\n", "decimal number"),
         ("yaml", "- {sample: 1.5, fasta: a.faa}\n", "decimal number"),
         ("yaml", "- {sample: yes, fasta: a.faa}\n", "boolean"),

@@ -4,8 +4,8 @@ The columns and rules are assets/schema_input.json's, which Nextflow's nf-schema
 same file (tests compare the two): the file type comes from the extension; columns `sample`
 and `fasta` are required, `organism` optional. CSV/TSV cells are stripped and typed as
 nf-schema types them (an empty cell is absent; `12` is an integer, `1.5` and `1e5` are
-decimal numbers, `true` a boolean); JSON and YAML values keep their own types (YAML's `1e5`
-is a number, as in YAML 1.2). Then:
+decimal numbers, `true` a boolean); JSON and YAML values keep their own types (YAML as
+PyYAML reads it, `yes` a boolean, but `1e5` a number as in YAML 1.2). Then:
 
 - sample: a string of letters, digits, '.', '_' and '-' not starting with '.', '_' or '-', or
   a non-negative integer (used as its decimal text); a decimal number or a boolean is refused,
@@ -49,7 +49,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".yaml": "yaml", ".yml
 # CSV/TSV cells that nf-schema types as numbers (org.json's JSONObject.stringToValue).
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
-# YAML 1.2 (and SnakeYAML, which nf-schema uses) read 1e5 as a number; PyYAML's YAML 1.1 not.
+# YAML 1.2 and Java's SnakeYAML read 1e5 as a number; PyYAML (YAML 1.1) would read it as text.
 _YAML_EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
 
 
