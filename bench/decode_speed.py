@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference_decoder import decode_reference
 
 from peftsp import grammar, tokens
+from peftsp.bundle import DEFAULT_MODEL, load_bundle
 from peftsp.decoding import decode
 from peftsp.fasta import read_proteins
 from peftsp.predict import batches, predict_batches
-from peftsp.runtime import DEFAULT_MODEL, Session, load_bundle
+from peftsp.runtime import Session
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # emissions, lengths, state mask
 

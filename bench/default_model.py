@@ -1,27 +1,36 @@
 #!/usr/bin/env python
-"""Re-evaluate the embedded default model on its held-out partition, as its model card reports.
+"""Re-evaluate a model bundle (default: the embedded one) on its held-out partition.
 
-    python bench/default_model.py --data ../shared/data/signalp6/train_set.fasta
+    python bench/default_model.py --data ../shared/data/signalp6/train_set.fasta [--precision int8]
 
-Runs the committed bundle (models/default, through ONNX Runtime and the numpy CRF, exactly as
-`peftsp predict` does) on the test partition recorded in its model.json, prints the 16-cell
-MCC1/MCC2 and cleavage-site tables, checks the floors (Eukarya Sec/SPI MCC2 >= 0.85,
-Gram-negative Sec/SPII MCC2 >= 0.80) and times prediction on a proteome.
+Runs the bundle exactly as `peftsp evaluate` does (ONNX Runtime, the numpy CRF, each record with
+its kingdom, the organism rule on, the benchmark's own type prior) on the test partition
+recorded in its model.json and prints: the 16-cell MCC1/MCC2 and cleavage-site tables; the
+reliability table and expected calibration error (ECE) of the predicted type's probability;
+and the checks of the default-model issue (mean MCC2 >= 0.65, Eukarya Sec/SPI MCC2 >= 0.93,
+Gram-negative Sec/SPII MCC2 >= 0.95, ECE <= 0.05; Sec/SPI MCC1 beside DeepSig's when
+--deepsig gives bench/peer_accuracy.py's figures). Exit 1 when a check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
-from peftsp import metrics
-from peftsp.fasta import read_labelled_list, read_proteins
-from peftsp.predict import bundle_predictions, predict_proteins
-from peftsp.runtime import DEFAULT_MODEL, Session, load_bundle
-from peftsp.train.crossval import record_metrics
+import numpy as np
 
-FLOORS = {"EUKARYA_SP_mcc2": 0.85, "NEGATIVE_LIPO_mcc2": 0.80}
+from peftsp import metrics
+from peftsp.bundle import DEFAULT_MODEL, load_bundle
+from peftsp.calibration import expected_calibration_error, reliability
+from peftsp.evaluation import predict_labelled, record_metrics
+from peftsp.fasta import read_labelled_list
+from peftsp.runtime import Session
+
+CHECKS = {"EUKARYA_SP_mcc2": 0.93, "NEGATIVE_LIPO_mcc2": 0.95}
+MEAN_MCC2 = 0.65
+MAX_ECE = 0.05
 
 
 def main() -> None:
@@ -31,7 +40,13 @@ def main() -> None:
     parser.add_argument("--partition", type=int, default=None, help="default: from model.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
-    parser.add_argument("--proteome", default="tests/data/mgenitalium.faa")
+    parser.add_argument(
+        "--deepsig",
+        default=None,
+        help="JSON {kingdom: Sec/SPI MCC1} of DeepSig on the same records "
+        "(bench/peer_accuracy.py --json); adds the 'MCC1 >= DeepSig' checks",
+    )
+    parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
 
     bundle = load_bundle(args.model)
@@ -41,29 +56,47 @@ def main() -> None:
     records = [r for r in read_labelled_list(args.data) if r.partition == partition]
     session = Session(bundle, "cpu", args.precision, args.threads)
     start = time.perf_counter()
-    types, sites = bundle_predictions(session, records, organism_rule=True)
+    predictions = predict_labelled(session, records)
     seconds = time.perf_counter() - start
-    result = record_metrics(records, types, sites)
+    result = record_metrics(records, [p.sp_type for p in predictions], [p.cs for p in predictions])
     print(
-        f"{args.model} ({args.precision}) on partition {partition}: {len(records)} records, "
+        f"{args.model} ({args.precision}, model {bundle.name}, temperature "
+        f"{bundle.temperature:.3f}) on partition {partition}: {len(records)} records, "
         f"{len(records) / seconds:.0f} records/s on {args.threads} threads"
     )
     print(metrics.format_cell_table(result))
-    proteins = list(read_proteins(args.proteome))
-    start = time.perf_counter()
-    for _ in predict_proteins(proteins, session, "other", 64):
-        pass
-    speed = len(proteins) / (time.perf_counter() - start)
-    print(
-        f"prediction speed: {len(proteins)} proteins of {args.proteome} at {speed:.0f} "
-        f"proteins/s ({args.threads} threads)"
-    )
-    failed = False
-    for key, floor in FLOORS.items():
-        value = result.get(key, float("nan"))
-        status = "ok" if value >= floor else "BELOW FLOOR"
-        failed |= not value >= floor
-        print(f"floor {key} >= {floor}: {value:.3f} {status}")
+
+    confidence = np.array([p.probability for p in predictions])
+    correct = np.array([p.sp_type == r.sp_type for p, r in zip(predictions, records, strict=True)])
+    ece = expected_calibration_error(confidence, correct)
+    print("\nReliability of the predicted type's probability (held-out records):")
+    print("| bin | records | mean probability | accuracy |")
+    print("| --- | ---: | ---: | ---: |")
+    for row in reliability(confidence, correct):
+        print(
+            f"| {row['low']:.1f}-{row['high']:.1f} | {row['count']} | "
+            f"{row['confidence']:.3f} | {row['accuracy']:.3f} |"
+        )
+    print(f"expected calibration error: {ece:.4f}")
+
+    cells = [k for k in result if k.endswith("_mcc2") and not np.isnan(result[k])]
+    mean = float(np.mean([result[k] for k in cells]))
+    checks = [(f"mean MCC2 over {len(cells)} cells >= {MEAN_MCC2}", mean, mean >= MEAN_MCC2)]
+    checks += [(f"{k} >= {v}", result[k], result[k] >= v) for k, v in CHECKS.items()]
+    checks.append((f"ECE <= {MAX_ECE}", ece, ece <= MAX_ECE))
+    if args.deepsig:
+        with open(args.deepsig, encoding="utf-8") as handle:
+            peer = json.load(handle)
+        for kingdom, value in peer.items():
+            ours = result[f"{kingdom}_SP_mcc1"]
+            checks.append((f"{kingdom} Sec/SPI MCC1 >= DeepSig {value:.3f}", ours, ours >= value))
+    failed = 0
+    for name, value, ok in checks:
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value:.3f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"metrics": result, "ece": ece, "mean_mcc2": mean}, handle, indent=1)
     sys.exit(1 if failed else 0)
 
 

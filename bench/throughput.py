@@ -13,12 +13,14 @@ process (so its peak RSS is its own): `predict_proteins` over the streamed FASTA
 predict` runs it (model thread ahead of the decode). Configurations are interleaved over
 --repeats rounds and reported as median [min-max], with the child's CPU time per protein (work
 done, which a loaded machine disturbs less than wall time), because this kind of machine's
-timings swing; ratios are only meaningful within one run. Also, per precision at the default batch
-size, in one child: model alone, decode alone, both in sequence and the pipeline, which shows
-what the overlap buys; the model's GFLOP/s against a float32 matmul peak measured in this run;
-and "previous": the loop before this change (4,096-protein chunks sorted by length, batch 64,
-model then log-space decode in one thread, tests/reference_decoder.py). With --memory DIR, the
-peak RSS of `peftsp predict` on --fasta and on all of DIR's proteomes concatenated.
+timings swing; ratios are only meaningful within one run (--repeats 0 skips these rounds).
+Also, per precision at the default batch size, in one child, alternating over 3 rounds: the
+model alone (its GFLOP/s against a float32 matmul peak measured beside it), the decode alone,
+the serial loop (model then decode in one thread) and the pipeline, which shows what the
+overlap buys; and "previous": the loop before this change (4,096-protein chunks sorted by
+length, batch 64, model then log-space decode in one thread, tests/reference_decoder.py).
+With --memory DIR, the peak RSS of `peftsp predict` on --fasta and on all of DIR's proteomes
+concatenated.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from peftsp import grammar, tokens
+from peftsp.bundle import DEFAULT_MODEL, load_bundle
 from peftsp.decoding import decode
 from peftsp.fasta import read_proteins
-from peftsp.predict import DEFAULT_BATCH_SIZE, batches, predict_proteins
-from peftsp.runtime import DEFAULT_MODEL, Session, load_bundle
+from peftsp.predict import DEFAULT_BATCH_SIZE, batches, predict_batch, predict_proteins
+from peftsp.runtime import Session
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -123,27 +126,46 @@ def job_previous(job: dict) -> dict:
 
 
 def job_split(job: dict) -> dict:
-    """Model alone, decode alone, and the pipeline, on the same proteins, in this process."""
+    """In this process, on the same proteins, alternating over 3 rounds (medians): the model
+    alone (with a float32 matmul peak measured just before), the decode alone, the serial loop
+    (model then decode, batch after batch, in one thread) and the pipeline."""
     bundle = load_bundle(job["model"])
     session = Session(bundle, "cpu", job["precision"], job["threads"], job["batch_size"])
     proteins = list(islice(read_proteins(job["fasta"]), job["limit"]))
     mask = grammar.organism_state_mask(job["organism"])
     kingdom = bundle.organism_id(job["organism"])
-    start = time.perf_counter()
-    emitted = []
-    for batch in batches(proteins, job["batch_size"]):
-        ids, lengths = tokens.encode([p.sequence for p in batch], bundle.window)
-        emitted.append((session.emissions(ids, np.full(len(batch), kingdom)), lengths))
-    model = time.perf_counter() - start
-    start = time.perf_counter()
-    for emissions, lengths in emitted:
-        decode(emissions, lengths, bundle.crf, mask)
-    decoding = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in predict_proteins(proteins, session, job["organism"], job["batch_size"]):
-        pass
-    pipeline = time.perf_counter() - start
-    return {"n": len(proteins), "model": model, "decode": decoding, "pipeline": pipeline}
+    times: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        out = fn()
+        times.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+    def model():
+        emitted = []
+        for batch in batches(proteins, job["batch_size"]):
+            ids, lengths = tokens.encode([p.sequence for p in batch], bundle.window)
+            emitted.append((session.emissions(ids, np.full(len(batch), kingdom)), lengths))
+        return emitted
+
+    def serial():
+        for batch in batches(proteins, job["batch_size"]):
+            predict_batch(batch, session, job["organism"])
+
+    def pipeline():
+        for _ in predict_proteins(proteins, session, job["organism"], job["batch_size"]):
+            pass
+
+    peak = 0.0
+    for _ in range(3):
+        peak = max(peak, job_matmul(job)["gflops"])
+        emitted = timed("model", model)
+        timed("decode", lambda e=emitted: [decode(x, n, bundle.crf, mask) for x, n in e])
+        timed("serial", serial)
+        timed("pipeline", pipeline)
+    out = {name: statistics.median(values) for name, values in times.items()}
+    return out | {"n": len(proteins), "peak": peak, "rounds": times}
 
 
 def job_matmul(job: dict) -> dict:
@@ -223,6 +245,53 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}]"
 
 
+def report_rounds(
+    results: dict, precisions: list[str], sizes: list[int], no_previous: bool
+) -> dict[str, float]:
+    """Print the end-to-end table and ratios of the interleaved rounds; median proteins/s."""
+    print(f"\nend to end ({len(next(iter(results.values())))} rounds, median [min-max]):")
+    print(
+        f"{'loop':<10} {'precision':<9} {'batch':>5} {'proteins/s':>24} "
+        f"{'CPU ms/protein':>15} {'peak RSS MiB':>13}"
+    )
+    summary = {}
+    for (kind, precision, size), runs in results.items():
+        speeds = [run["n"] / run["seconds"] for run in runs]
+        cpu = statistics.median(1000 * run["cpu"] / run["n"] for run in runs)
+        rss = max(run["rss"] for run in runs)
+        label = "pipeline" if kind == "predict" else "previous"
+        print(
+            f"{label:<10} {precision:<9} {size:>5} {spread(speeds):>24} {cpu:>15.2f} {rss:>13.0f}"
+        )
+        summary[f"{label} {precision} b{size}"] = round(statistics.median(speeds), 1)
+    for precision in precisions:
+        if not no_previous and 64 in sizes:
+            ratios = [
+                old["seconds"] / new["seconds"]
+                for old, new in zip(
+                    results[("previous", precision, 64)],
+                    results[("predict", precision, 64)],
+                    strict=True,
+                )
+            ]
+            print(
+                f"{precision}: pipeline vs previous at batch 64, per round: "
+                f"{', '.join(f'{x:.2f}x' for x in ratios)}"
+            )
+    if "fp32" in precisions and "int8" in precisions:
+        for size in sizes:
+            ratios = [
+                a["seconds"] / b["seconds"]
+                for a, b in zip(
+                    results[("predict", "fp32", size)],
+                    results[("predict", "int8", size)],
+                    strict=True,
+                )
+            ]
+            print(f"int8 vs fp32 at batch {size}: {statistics.median(ratios):.2f}x")
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fasta")
@@ -264,8 +333,6 @@ def main() -> None:
             f"input {n} proteins of {args.fasta}; {args.threads} threads; {os.cpu_count()} CPUs "
             f"({cpu}); load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
-        peak = run_child(base | {"kind": "matmul"})["gflops"]
-
         configs = [("predict", p, b) for p in precisions for b in sizes]
         if not args.no_previous:
             configs += [("previous", p, 64) for p in precisions]
@@ -274,67 +341,35 @@ def main() -> None:
             for kind, precision, size in configs if r % 2 == 0 else configs[::-1]:
                 job = base | {"kind": kind, "precision": precision, "batch_size": size}
                 results[(kind, precision, size)].append(run_child(job))
-        print(f"\nend to end ({args.repeats} rounds, median [min-max]):")
-        print(
-            f"{'loop':<10} {'precision':<9} {'batch':>5} {'proteins/s':>24} "
-            f"{'CPU ms/protein':>15} {'peak RSS MiB':>13}"
-        )
         summary = {}
-        for (kind, precision, size), runs in results.items():
-            speeds = [run["n"] / run["seconds"] for run in runs]
-            cpu = statistics.median(1000 * run["cpu"] / run["n"] for run in runs)
-            rss = max(run["rss"] for run in runs)
-            label = "pipeline" if kind == "predict" else "previous"
-            print(
-                f"{label:<10} {precision:<9} {size:>5} {spread(speeds):>24} {cpu:>15.2f} "
-                f"{rss:>13.0f}"
-            )
-            summary[f"{label} {precision} b{size}"] = round(statistics.median(speeds), 1)
-        for precision in precisions:
-            if not args.no_previous and 64 in sizes:
-                ratios = [
-                    old["seconds"] / new["seconds"]
-                    for old, new in zip(
-                        results[("previous", precision, 64)],
-                        results[("predict", precision, 64)],
-                        strict=True,
-                    )
-                ]
-                print(
-                    f"{precision}: pipeline vs previous at batch 64, per round: "
-                    f"{', '.join(f'{x:.2f}x' for x in ratios)}"
-                )
-        if "fp32" in precisions and "int8" in precisions:
-            for size in sizes:
-                ratios = [
-                    a["seconds"] / b["seconds"]
-                    for a, b in zip(
-                        results[("predict", "fp32", size)],
-                        results[("predict", "int8", size)],
-                        strict=True,
-                    )
-                ]
-                print(f"int8 vs fp32 at batch {size}: {statistics.median(ratios):.2f}x")
-
-        peak = max(peak, run_child(base | {"kind": "matmul"})["gflops"])
-        print(
-            f"\nfloat32 matmul peak (numpy 2048^2, {args.threads} threads, best at the start and "
-            f"after the rounds of this run): {peak:.0f} GFLOP/s"
-        )
+        if args.repeats:
+            summary = report_rounds(results, precisions, sizes, args.no_previous)
         tokens_per_row = padded_tokens(proteins, DEFAULT_BATCH_SIZE, bundle.window)
         flops = model_flops(bundle.meta["backbone_shape"], tokens_per_row)
-        print(f"where the time goes (batch {DEFAULT_BATCH_SIZE}, one child per precision):")
+        print(
+            f"\nwhere the time goes (batch {DEFAULT_BATCH_SIZE}, one child per precision, "
+            "3 alternating rounds, medians):"
+        )
         for precision in precisions:
             job = base | {"kind": "split", "precision": precision}
             split = run_child(job | {"batch_size": DEFAULT_BATCH_SIZE})
             achieved = flops / split["model"] / 1e9
-            serial = split["model"] + split["decode"]
+            versus = (
+                f"{achieved / split['peak']:.0%} of a float32 matmul peak of "
+                f"{split['peak']:.0f} GFLOP/s measured beside it"
+                if precision == "fp32"
+                else "int8 arithmetic, not comparable with a float32 peak"
+            )
+            pipeline = [
+                s / p
+                for s, p in zip(split["rounds"]["serial"], split["rounds"]["pipeline"], strict=True)
+            ]
             print(
                 f"{precision}: model alone {n / split['model']:,.0f} proteins/s "
-                f"({achieved:.0f} GFLOP/s, {achieved / peak:.0%} of the matmul peak); "
-                f"decode alone {n / split['decode']:,.0f} proteins/s; one after the other "
-                f"{n / serial:,.0f}; pipeline {n / split['pipeline']:,.0f} "
-                f"({serial / split['pipeline']:.2f}x the sequence)"
+                f"({achieved:.0f} GFLOP/s, {versus}); decode alone {n / split['decode']:,.0f} "
+                f"proteins/s; serial loop (model then decode) {n / split['serial']:,.0f}; "
+                f"pipeline {n / split['pipeline']:,.0f} proteins/s, per round "
+                f"{', '.join(f'{x:.2f}x' for x in pipeline)} the serial loop"
             )
         if args.memory:
             files = sorted(Path(args.memory).glob("*.fa*"))

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peftsp import __version__
+from peftsp.bundle import PRECISIONS
 from peftsp.errors import PeftSPError
 from peftsp.grammar import ORGANISMS
+from peftsp.runtime import DEVICES
 
 # SignalP 6.0's organism spellings that are not ours.
 ORGANISM_ALIASES = {"euk": "eukarya"}
@@ -27,13 +29,17 @@ RUNNER_WORK_DIR = ".peftsp-work"
 _HANDLERS = {
     "train": "peftsp.train.training:train_command",
     "crossval": "peftsp.train.crossval:crossval_command",
-    "evaluate": "peftsp.train.crossval:evaluate_command",
+    "evaluate": "peftsp.evaluation:evaluate_command",
+    "calibrate": "peftsp.calibration:calibrate_command",
     "export": "peftsp.train.export:export_command",
     "predict": "peftsp.predict:predict_command",
     "shard": "peftsp.workflow.shard:shard_command",
     "merge": "peftsp.workflow.merge:merge_command",
     "pipeline": "peftsp.workflow.runner:pipeline_command",
 }
+
+# Default learning rate of each PEFT method (LoRA: the paper's 3B setting).
+DEFAULT_LR: dict[str, float] = {"lora": 0.0067, "adapter": 0.001, "prompt": 0.01, "full": 0.001}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -47,7 +53,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--backbone",
         required=True,
         help="ESM-2 model name (e.g. esm2_t33_650M_UR50D, downloaded when online), a local "
-        "fair-esm checkpoint .pt, or random:NAME / random:L6-E320-H20 for random weights",
+        "fair-esm checkpoint .pt, a Hugging Face ESM-2 directory (config.json + "
+        "model.safetensors; an HF cache snapshot works), hf:facebook/esm2_t33_650M_UR50D (HF "
+        "cache; downloaded when online, HF_HUB_OFFLINE respected), or random:NAME / "
+        "random:L6-E320-H20 for random weights",
     )
     p.add_argument("--peft", choices=("lora", "adapter", "prompt", "full"), default="lora")
     p.add_argument(
@@ -94,7 +103,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: 0.0067 for lora, 0.001 otherwise)",
+        help="learning rate (default per method: "
+        + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
+        + ")",
     )
     p.add_argument("--weight-decay", type=float, default=1.2e-6)
     p.add_argument("--clip", type=float, default=0.25, help="gradient-norm clip")
@@ -167,14 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--model", required=True, help="training checkpoint (.pt) or model bundle")
     p.add_argument("--out", default=None, help="write the metrics CSV here")
-    p.add_argument(
-        "--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="bundle graph"
-    )
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle graph")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--no-organism-rule",
         action="store_true",
         help="do not mask non-Sec/SPI types for eukarya at decode time",
+    )
+    _add_common(p)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a bundle's temperature (validation records) and proteome type priors",
+    )
+    p.add_argument("--model", required=True, help="model bundle directory (model.json is updated)")
+    p.add_argument("--data", required=True, help="the SignalP 6.0 data the model was trained on")
+    p.add_argument(
+        "--proteomes",
+        required=True,
+        help="CSV with columns fasta,organism: unlabelled proteomes for the type-prior EM",
     )
     _add_common(p)
 
@@ -214,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-protein plots of the residue probabilities in OUTDIR/plots/ (png and svg "
         "need matplotlib: pip install 'peftsp[plot]'; one file per protein: slow on proteomes)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--trt-cache", default=None, help="TensorRT engine/timing cache directory")
     _add_common(p)
@@ -252,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=5000)
     p.add_argument("--model", default=None)
     _add_organism(p)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--trt-cache",

@@ -56,7 +56,7 @@ from typing import BinaryIO
 
 from peftsp import grammar
 from peftsp.errors import InputError
-from peftsp.labels import LabelError, region_bitmap
+from peftsp.labels import LABEL_LETTERS, LabelError, region_bitmap
 from peftsp.tokens import RESIDUES
 
 PathLike = str | os.PathLike[str]
@@ -68,7 +68,7 @@ _REFUSED_COMPRESSION = {
     b"\x28\xb5\x2f\xfd": "zstd",
     b"PK\x03\x04": "zip",
 }
-_LABEL_LETTERS = frozenset("SLTPIMO")
+_LABEL_LETTERS = frozenset(LABEL_LETTERS)
 # Nucleotide FASTA given by mistake (see the module docstring).
 NUCLEOTIDE_MIN_LENGTH = 20
 NUCLEOTIDE_FRACTION = 0.9

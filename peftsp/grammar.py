@@ -16,15 +16,17 @@ from peftsp import tokens
 
 # Type order used everywhere: probabilities, ids, tables.
 SP_TYPES: tuple[str, ...] = ("NO_SP", "SP", "LIPO", "TAT", "TATLIPO", "PILIN")
+# The names biologists use for the types (SignalP 6.0's), in SP_TYPES order.
+TYPE_NAMES: dict[str, str] = {
+    "NO_SP": "Other",
+    "SP": "Sec/SPI",
+    "LIPO": "Sec/SPII",
+    "TAT": "Tat/SPI",
+    "TATLIPO": "Tat/SPII",
+    "PILIN": "Sec/SPIII",
+}
 # Column names of SignalP 6.0's prediction_results.txt, in SP_TYPES order.
-TYPE_COLUMNS: tuple[str, ...] = (
-    "OTHER",
-    "SP(Sec/SPI)",
-    "LIPO(Sec/SPII)",
-    "TAT(Tat/SPI)",
-    "TATLIPO(Tat/SPII)",
-    "PILIN(Sec/SPIII)",
-)
+TYPE_COLUMNS: tuple[str, ...] = ("OTHER", *(f"{t}({TYPE_NAMES[t]})" for t in SP_TYPES[1:]))
 # The SP residue letter of each type in the SignalP 6.0 label strings.
 SP_LETTER: dict[str, str] = {"SP": "S", "LIPO": "L", "TAT": "T", "TATLIPO": "T", "PILIN": "P"}
 

@@ -17,10 +17,13 @@ from peftsp.grammar import (
     state,
 )
 
+# The letters of SignalP 6.0 label strings: SP residue of each type, inside, membrane, outside.
+LABEL_LETTERS = "SLTPIMO"
+
 # Training labels: per-residue letters -> (L, 37) boolean bitmap of allowed states.
 
 # Kyte & Doolittle (1982) hydropathy index.
-_KYTE_DOOLITTLE: dict[str, float] = {
+KYTE_DOOLITTLE: dict[str, float] = {
     "A": 1.8, "R": -4.5, "N": -3.5, "D": -3.5, "C": 2.5, "Q": -3.5, "E": -3.5, "G": -0.4,
     "H": -3.2, "I": 4.5, "L": 3.8, "K": -3.9, "M": 1.9, "F": 2.8, "P": -1.6, "S": -0.8,
     "T": -0.7, "W": -0.9, "Y": -1.3, "V": 4.2,
@@ -52,7 +55,7 @@ def _most_hydrophobic(sequence: str, lo: int, hi: int) -> int:
     if hi - lo <= _HYDRO_WINDOW:
         return (lo + hi - 1) // 2
     scores = [
-        sum(_KYTE_DOOLITTLE.get(a, 0.0) for a in sequence[s : s + _HYDRO_WINDOW])
+        sum(KYTE_DOOLITTLE.get(a, 0.0) for a in sequence[s : s + _HYDRO_WINDOW])
         for s in range(lo, hi - _HYDRO_WINDOW + 1)
     ]
     return lo + int(np.argmax(scores)) + _HYDRO_WINDOW // 2
@@ -156,7 +159,7 @@ def region_bitmap(sequence: str, labels: str, sp_type: str) -> np.ndarray:
         raise LabelError(f"unknown SP type {sp_type!r}")
     if not labels:
         raise LabelError("empty label string")
-    bad = set(labels) - set("SLTPIMO")
+    bad = set(labels) - set(LABEL_LETTERS)
     if bad:
         raise LabelError(f"unknown label letters {''.join(sorted(bad))!r}")
     n = sp_length(labels, sp_type)

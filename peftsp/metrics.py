@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from peftsp import grammar
 from peftsp.files import atomic_write
 from peftsp.grammar import SP_TYPES
 
@@ -41,11 +42,7 @@ KINGDOM_NAMES: dict[str, str] = {
 }
 # The SP types of the reported cells, in the order of the published table.
 TYPE_NAMES: dict[str, str] = {
-    "SP": "Sec/SPI",
-    "LIPO": "Sec/SPII",
-    "PILIN": "Sec/SPIII",
-    "TAT": "Tat/SPI",
-    "TATLIPO": "Tat/SPII",
+    t: grammar.TYPE_NAMES[t] for t in ("SP", "LIPO", "PILIN", "TAT", "TATLIPO")
 }
 WINDOWS: tuple[int, ...] = (0, 1, 2, 3)
 # Per-cell metric names; a metric key is f"{KINGDOM}_{TYPE}_{metric}".

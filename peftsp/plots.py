@@ -25,7 +25,7 @@ import numpy as np
 from peftsp import grammar
 from peftsp.decoding import Prediction
 from peftsp.errors import PeftSPError
-from peftsp.report import TYPE_COLOURS, TYPE_DESCRIPTIONS
+from peftsp.report import TYPE_COLOURS
 
 IMAGE_FORMATS = ("png", "svg", "eps")
 FORMATS = ("txt", *IMAGE_FORMATS)
@@ -129,7 +129,7 @@ class PlotWriter:
 
 
 def _title(p: Prediction) -> str:
-    title = f"{p.id}: {TYPE_DESCRIPTIONS[p.sp_type]} ({p.probability:.4f})"
+    title = f"{p.id}: {grammar.TYPE_NAMES[p.sp_type]} ({p.probability:.4f})"
     if p.cs is not None and p.sp_type != "NO_SP":
         title += f", CS pos: {p.cs}-{p.cs + 1}"
         if p.cs_marginal is not None:
@@ -142,7 +142,7 @@ def plot_table(p: Prediction, values: dict[str, np.ndarray]) -> str:
     types = list(grammar.SP_TYPES[1:])
     names = ["n", "h", "c", "pilin", "cs", "other", *types]
     labels = [
-        CURVE_LABELS[n] if n in CURVE_LABELS else f"in SP {TYPE_DESCRIPTIONS[n]}" for n in names
+        CURVE_LABELS[n] if n in CURVE_LABELS else f"in SP {grammar.TYPE_NAMES[n]}" for n in names
     ]
     header = ["pos", "aa", *labels]
     lines = [
@@ -170,7 +170,7 @@ def _draw(p: Prediction, values: dict[str, np.ndarray], path: Path, fmt: str) ->
         for t in shown_types(values):
             ax.plot(
                 x, values[t], color=TYPE_COLOURS[t], linestyle=":", linewidth=1.2,
-                label=f"in SP {TYPE_DESCRIPTIONS[t]}",
+                label=f"in SP {grammar.TYPE_NAMES[t]}",
             )  # fmt: skip
         for name in ("n", "h", "c", "pilin"):
             if name == "pilin" and values[name].max(initial=0) < TYPE_CURVE_MIN:

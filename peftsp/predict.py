@@ -16,6 +16,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -24,12 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from peftsp import __version__, grammar, tokens
+from peftsp.bundle import Bundle, load_bundle
 from peftsp.decoding import Decoded, Prediction, decode
 from peftsp.errors import InputError, PeftSPError
-from peftsp.fasta import NUCLEOTIDE_NOTE, LabelledRecord, Protein, read_proteins
+from peftsp.fasta import NUCLEOTIDE_NOTE, Protein, read_proteins
 from peftsp.plots import PlotWriter
 from peftsp.report import Summary
-from peftsp.runtime import Bundle, Session, load_bundle
+from peftsp.runtime import Session
 from peftsp.writers import DEMO_NOTICE, OutputWriter
 
 log = logging.getLogger("peftsp")
@@ -80,14 +82,52 @@ def batches(proteins: Iterable[Protein], batch_size: int) -> Iterator[list[Prote
         yield batch
 
 
-def _run_model(
+def run_model(
     session: Session, proteins: list[Protein], organism: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Emissions (B, T, 37) and residue counts (B,) of one batch."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Emissions (B, T, 37), token ids (B, T + 2) and residue counts (B,) of one batch."""
     bundle = session.bundle
     ids, lengths = tokens.encode([p.sequence for p in proteins], bundle.window)
     kingdom = np.full(len(proteins), bundle.organism_id(organism), dtype=np.int64)
-    return session.emissions(ids, kingdom), lengths
+    return session.emissions(ids, kingdom), ids, lengths
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How a bundle's emissions are decoded for one run (picklable, for decode processes):
+    its calibrated CRF with the organism's type prior, the organism rule and the sequence rules.
+    """
+
+    crf: dict[str, np.ndarray]
+    scale: float  # 1 / calibration temperature, applied to the emissions
+    state_mask: np.ndarray  # (37,) organism rule
+    sequence_rules: bool
+    keep_marginals: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        bundle: Bundle,
+        organism: str,
+        organism_rule: bool = True,
+        prior: str = "proteome",
+        keep_marginals: bool = False,
+    ) -> DecodePlan:
+        return cls(
+            crf=bundle.decoder_crf(organism, prior),
+            scale=bundle.emission_scale,
+            state_mask=grammar.organism_state_mask(organism if organism_rule else "other"),
+            sequence_rules=bundle.sequence_rules,
+            keep_marginals=keep_marginals,
+        )
+
+    def __call__(self, emissions: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> Decoded:
+        mask = self.state_mask[None, None, :]
+        if self.sequence_rules:
+            mask = mask & grammar.sequence_mask(ids[:, 1:-1])
+        if self.scale != 1.0:
+            emissions = emissions * np.float32(self.scale)
+        return decode(emissions, lengths, self.crf, mask, self.keep_marginals)
 
 
 def _predictions(proteins: list[Protein], out: Decoded) -> list[Prediction]:
@@ -112,14 +152,10 @@ def _predictions(proteins: list[Protein], out: Decoded) -> list[Prediction]:
 
 
 def predict_batch(
-    proteins: list[Protein], session: Session, organism: str, keep_marginals: bool = False
+    proteins: list[Protein], session: Session, organism: str, plan: DecodePlan
 ) -> list[Prediction]:
     """Predictions for one batch of proteins (same order), model and decode in this thread."""
-    emissions, lengths = _run_model(session, proteins, organism)
-    mask = grammar.organism_state_mask(organism)
-    return _predictions(
-        proteins, decode(emissions, lengths, session.bundle.crf, mask, keep_marginals)
-    )
+    return _predictions(proteins, plan(*run_model(session, proteins, organism)))
 
 
 def _ahead(items: Iterator[_T], count: int) -> Iterator[_T]:
@@ -160,39 +196,38 @@ def predict_batches(
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep_marginals: bool = False,
     decode_workers: int | None = None,
+    organism_rule: bool = True,
+    prior: str = "proteome",
 ) -> Iterator[list[Prediction]]:
     """Predictions batch by batch, in input order.
 
-    The model runs in a background thread (ONNX Runtime releases the GIL) MODEL_AHEAD batches
-    ahead of the decode, so model and decode overlap. The decode runs in this thread, or with
-    decode_workers > 0 in that many processes, each with at most 2 batches in flight (None:
-    auto_decode_workers). Memory holds a few batches, never the proteome.
+    The model is given `organism` (kingdom-conditioned models); the decode follows
+    DecodePlan.of(bundle, organism, organism_rule, prior). The model runs in a background
+    thread (ONNX Runtime releases the GIL) MODEL_AHEAD batches ahead of the decode, so model
+    and decode overlap. The decode runs in this thread, or with decode_workers > 0 in that many
+    processes, each with at most 2 batches in flight (None: auto_decode_workers). Memory holds
+    a few batches, never the proteome.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     if decode_workers is None:
         decode_workers = auto_decode_workers(session.providers)
-    crf = session.bundle.crf
-    mask = grammar.organism_state_mask(organism)
+    plan = DecodePlan.of(session.bundle, organism, organism_rule, prior, keep_marginals)
     model = ThreadPoolExecutor(1, thread_name_prefix="peftsp-model")
     pool = _decode_pool(decode_workers)
     try:
         emitted = _ahead(
             (
-                (batch, model.submit(_run_model, session, batch, organism))
+                (batch, model.submit(run_model, session, batch, organism))
                 for batch in batches(proteins, batch_size)
             ),
             MODEL_AHEAD,
         )
         if pool is None:
             for batch, job in emitted:
-                emissions, lengths = job.result()
-                yield _predictions(batch, decode(emissions, lengths, crf, mask, keep_marginals))
+                yield _predictions(batch, plan(*job.result()))
         else:
-            decoding = (
-                (batch, pool.submit(decode, *job.result(), crf, mask, keep_marginals))
-                for batch, job in emitted
-            )
+            decoding = ((batch, pool.submit(plan, *job.result())) for batch, job in emitted)
             for batch, job in _ahead(decoding, 2 * decode_workers):
                 yield _predictions(batch, job.result())
     finally:
@@ -208,37 +243,21 @@ def predict_proteins(
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep_marginals: bool = False,
     decode_workers: int | None = None,
+    organism_rule: bool = True,
+    prior: str = "proteome",
 ) -> Iterator[Prediction]:
     """Predictions in input order, produced batch by batch (see predict_batches)."""
     for batch in predict_batches(
-        proteins, session, organism, batch_size, keep_marginals, decode_workers
+        proteins,
+        session,
+        organism,
+        batch_size,
+        keep_marginals,
+        decode_workers,
+        organism_rule,
+        prior,
     ):
         yield from batch
-
-
-def bundle_predictions(
-    session: Session, records: list[LabelledRecord], organism_rule: bool, batch_size: int = 64
-) -> tuple[list[str], list[int | None]]:
-    """Predicted types and cleavage sites of labelled records through the prediction path
-    (ONNX + numpy CRF), each with its kingdom as organism (or `other` without the rule)."""
-    types: list[str | None] = [None] * len(records)
-    sites: list[int | None] = [None] * len(records)
-    groups: dict[str, list[int]] = {}
-    for i, record in enumerate(records):
-        organism = grammar.KINGDOM_TO_ORGANISM[record.kingdom] if organism_rule else "other"
-        groups.setdefault(organism, []).append(i)
-    for organism, indices in groups.items():
-        proteins = [
-            Protein(
-                records[i].accession, records[i].accession, records[i].sequence, records[i].line
-            )
-            for i in indices
-        ]
-        for i, p in zip(
-            indices, predict_proteins(proteins, session, organism, batch_size), strict=True
-        ):
-            types[i], sites[i] = p.sp_type, p.cs
-    return types, sites  # type: ignore[return-value]
 
 
 def _warn_notes(counts: Counter[str], examples: dict[str, str]) -> None:

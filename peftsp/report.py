@@ -24,14 +24,6 @@ MULTIQC = "peftsp_mqc.json"
 MULTIQC_STATS = "peftsp_general_stats_mqc.json"
 BINS = 20  # histogram bins over [0, 1]
 
-TYPE_DESCRIPTIONS = {
-    "NO_SP": "Other",
-    "SP": "Sec/SPI",
-    "LIPO": "Sec/SPII",
-    "TAT": "Tat/SPI",
-    "TATLIPO": "Tat/SPII",
-    "PILIN": "Sec/SPIII",
-}
 TYPE_COLOURS = {
     "NO_SP": "#9e9e9e",
     "SP": "#1f77b4",
@@ -104,10 +96,10 @@ class Summary:
                 "cpswitch_counts_label": "Proteins",
             },
             "categories": {
-                TYPE_DESCRIPTIONS[t]: {"name": TYPE_DESCRIPTIONS[t], "color": TYPE_COLOURS[t]}
+                grammar.TYPE_NAMES[t]: {"name": grammar.TYPE_NAMES[t], "color": TYPE_COLOURS[t]}
                 for t in grammar.SP_TYPES
             },
-            "data": {sample: {TYPE_DESCRIPTIONS[t]: self.types[t] for t in grammar.SP_TYPES}},
+            "data": {sample: {grammar.TYPE_NAMES[t]: self.types[t] for t in grammar.SP_TYPES}},
         }
 
     def multiqc_general_stats(self, sample: str) -> dict:
@@ -166,7 +158,7 @@ class Summary:
         )
         counts = "".join(
             f'<tr><td><span class="key" style="background:{TYPE_COLOURS[t]}"></span>'
-            f"{TYPE_DESCRIPTIONS[t]}</td><td>{self.types[t]:,}</td>"
+            f"{grammar.TYPE_NAMES[t]}</td><td>{self.types[t]:,}</td>"
             f"<td>{_share(self.types[t], self.total)}</td></tr>"
             for t in grammar.SP_TYPES
         )
@@ -178,7 +170,7 @@ class Summary:
             f"<h2>Input normalisations and warnings</h2><table>{notes}</table>\n" if notes else ""
         )
         type_chart = svg_bars(
-            [TYPE_DESCRIPTIONS[t] for t in grammar.SP_TYPES],
+            [grammar.TYPE_NAMES[t] for t in grammar.SP_TYPES],
             {t: [self.types[u] if u == t else 0 for u in grammar.SP_TYPES] for t in self.types},
             title="Proteins per predicted type",
             ylabel="proteins",
@@ -207,8 +199,8 @@ class Summary:
             )
         )  # fmt: skip
         legend = "".join(
-            f'<span class="key" style="background:{TYPE_COLOURS[t]}"></span>{TYPE_DESCRIPTIONS[t]} '
-            for t in grammar.SP_TYPES
+            f'<span class="key" style="background:{TYPE_COLOURS[t]}"></span>{name} '
+            for t, name in grammar.TYPE_NAMES.items()
         )
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -349,7 +341,7 @@ def svg_bars(
             parts.append(
                 f'<rect x="{x + 0.5:.1f}" y="{base:.1f}" width="{max(step - 1, 0.5):.1f}" '
                 f'height="{h:.1f}" fill="{TYPE_COLOURS[t]}"><title>{e(label)}: '
-                f"{count:,} {TYPE_DESCRIPTIONS[t]}</title></rect>"
+                f"{count:,} {grammar.TYPE_NAMES[t]}</title></rect>"
             )
         if i % every == 0:
             parts.append(

@@ -1,7 +1,5 @@
-"""Model bundles and ONNX Runtime sessions (no torch).
+"""ONNX Runtime sessions over a model bundle's graph (no torch).
 
-A bundle is a directory written by `peftsp export`: model.json (config, CRF scores, states,
-checksums) and the ONNX graph(s). Loading checks it completely before any protein is read.
 Sessions follow the provider chain TensorRT (fp16, engine and timing caches, shape profiles for
 the model window) -> CUDA -> CPU, chosen by --device auto|cpu|cuda|tensorrt; the providers the
 session really got are logged, and asking for a GPU that cannot be used is an error.
@@ -9,122 +7,20 @@ session really got are logged, and asking for a GPU that cannot be used is an er
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from peftsp import grammar
+from peftsp.bundle import INPUT_KINGDOM, INPUT_TOKENS, OUTPUT_EMISSIONS, Bundle
 from peftsp.errors import DeviceError, ModelError
 
 log = logging.getLogger("peftsp")
 
-BUNDLE_FORMAT = "peftsp-model"
-BUNDLE_VERSIONS = (1,)
-MODEL_ENV = "PEFTSP_MODEL"
-# The embedded default model: package data; in a checkout a link to models/default.
-DEFAULT_MODEL = Path(__file__).parent / "default_model"
-PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 _TRT = "TensorrtExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
-
-
-@dataclass
-class Bundle:
-    """A checked model bundle."""
-
-    path: Path
-    meta: dict
-    crf: dict[str, np.ndarray]  # "transitions" (37, 37), "start" (37,), "end" (37,)
-
-    @property
-    def window(self) -> int:
-        return int(self.meta["window"])
-
-    @property
-    def kingdom_conditioning(self) -> bool:
-        return bool(self.meta["kingdom_conditioning"])
-
-    @property
-    def name(self) -> str:
-        return str(self.meta.get("name", self.path.name))
-
-    def onnx_path(self, precision: str) -> Path:
-        name = PRECISION_FILES[precision]
-        if name not in self.meta["files"]:
-            have = [p for p, f in PRECISION_FILES.items() if f in self.meta["files"]]
-            raise ModelError(
-                f"{self.path}: no {precision} graph in this bundle (has {', '.join(have)}); "
-                f"export it with `peftsp export --{precision}`"
-            )
-        return self.path / name
-
-    def organism_id(self, organism: str) -> int:
-        return int(self.meta["organism_ids"][organism])
-
-
-def default_model_dir() -> Path:
-    """$PEFTSP_MODEL, else the embedded default model."""
-    env = os.environ.get(MODEL_ENV)
-    return Path(env) if env else DEFAULT_MODEL
-
-
-def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Read and check a bundle: format, states, CRF shapes and every file's checksum."""
-    path = Path(path) if path is not None else default_model_dir()
-    meta_path = path / "model.json"
-    if not meta_path.is_file():
-        hint = "" if path != DEFAULT_MODEL else " (the embedded model is missing; reinstall)"
-        raise ModelError(f"{path}: not a model bundle, no model.json{hint}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{meta_path}: unreadable ({err})") from err
-    _check_meta(meta, meta_path)
-    for name, entry in meta["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise ModelError(f"{file}: listed in model.json but missing")
-        if sha256_file(file) != entry.get("sha256"):
-            raise ModelError(f"{file}: checksum does not match model.json (corrupt or replaced)")
-    crf = {
-        key: np.asarray(meta["crf"][key], dtype=np.float32)
-        for key in ("transitions", "start", "end")
-    }
-    k = grammar.NUM_STATES
-    if crf["transitions"].shape != (k, k) or crf["start"].shape != (k,) or crf["end"].shape != (k,):
-        raise ModelError(f"{meta_path}: CRF scores do not have {k} states")
-    return Bundle(path, meta, crf)
-
-
-def _check_meta(meta: object, where: Path) -> None:
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        raise ModelError(f"{where}: not a PEFT-SP model bundle")
-    if meta.get("format_version") not in BUNDLE_VERSIONS:
-        raise ModelError(
-            f"{where}: bundle format version {meta.get('format_version')} is not supported by "
-            f"this PEFT-SP (supports {BUNDLE_VERSIONS})"
-        )
-    missing = [k for k in ("states", "crf", "files", "window", "organism_ids") if k not in meta]
-    if missing:
-        raise ModelError(f"{where}: missing {', '.join(missing)}")
-    if list(meta["states"]) != list(grammar.STATES):
-        raise ModelError(f"{where}: the bundle's CRF states differ from this PEFT-SP's grammar")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provider_chain(
@@ -218,7 +114,7 @@ class Session:
 
     def emissions(self, tokens: np.ndarray, kingdom: np.ndarray) -> np.ndarray:
         """Emissions (B, T - 2, 37) float32 for token rows (B, T) and organism ids (B,)."""
-        feeds = {"tokens": tokens.astype(np.int64, copy=False)}
-        if "kingdom" in self.inputs:
-            feeds["kingdom"] = kingdom.astype(np.int64, copy=False)
-        return self.session.run(["emissions"], feeds)[0].astype(np.float32, copy=False)
+        feeds = {INPUT_TOKENS: tokens.astype(np.int64, copy=False)}
+        if INPUT_KINGDOM in self.inputs:
+            feeds[INPUT_KINGDOM] = kingdom.astype(np.int64, copy=False)
+        return self.session.run([OUTPUT_EMISSIONS], feeds)[0].astype(np.float32, copy=False)

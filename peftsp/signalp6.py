@@ -26,6 +26,7 @@ from typing import IO
 from peftsp import __version__, grammar
 from peftsp.decoding import Prediction
 from peftsp.errors import PeftSPError
+from peftsp.runtime import DEVICES
 
 log = logging.getLogger("peftsp")
 
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEFT-SP model bundle (default: the embedded model)",
     )  # fmt: skip
     parser.add_argument(
-        "--peftsp_device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+        "--peftsp_device", choices=DEVICES, default="auto",
         help="PEFT-SP execution device (default auto: TensorRT, CUDA, then CPU)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar or info messages")
@@ -219,9 +220,10 @@ def _model(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> None:
     """Predict --fastafile into --output_dir in SignalP 6.0's layout."""
+    from peftsp.bundle import load_bundle
     from peftsp.plots import PlotWriter
     from peftsp.predict import default_sample, predict_into, run_information, warn_demo_model
-    from peftsp.runtime import Session, load_bundle
+    from peftsp.runtime import Session
 
     organism = "eukarya" if args.organism == "euk" else args.organism
     formats = FORMAT_FILES[args.format]

@@ -49,7 +49,7 @@ from peftsp.decoding import Prediction
 from peftsp.errors import InputError, PeftSPError
 from peftsp.files import make_temp
 from peftsp.grammar import Region
-from peftsp.report import MULTIQC, MULTIQC_STATS, SUMMARY, TYPE_DESCRIPTIONS, PageInfo, Summary
+from peftsp.report import MULTIQC, MULTIQC_STATS, SUMMARY, PageInfo, Summary
 
 RESULTS = "prediction_results.txt"
 GFF3 = "output.gff3"
@@ -254,7 +254,7 @@ def gff3_sp_lines(p: Prediction, organism: str) -> str:
         f"ID={escape_attribute(p.id)}.sp",
         f"Name={escape_attribute(p.id)}",
         f"Note={PREDICTION_NAMES[rep.sp_type]}",
-        f"sp_type={escape_attribute(TYPE_DESCRIPTIONS[rep.sp_type])}",
+        f"sp_type={escape_attribute(grammar.TYPE_NAMES[rep.sp_type])}",
     ]
     for name in ("cs_marginal", "cs_probability"):
         value = getattr(p, name)
@@ -278,7 +278,7 @@ def gff3_region_lines(p: Prediction, organism: str) -> str:
     seqid = escape_seqid(p.id)
     common = (
         f"Name={escape_attribute(p.id)};Note={PREDICTION_NAMES[rep.sp_type]};"
-        f"sp_type={escape_attribute(TYPE_DESCRIPTIONS[rep.sp_type])}"
+        f"sp_type={escape_attribute(grammar.TYPE_NAMES[rep.sp_type])}"
     )
     rows = [_sequence_region(seqid, p)]
     for region in regions:
@@ -316,7 +316,7 @@ def prediction_to_dict(p: Prediction) -> dict:
         "length": p.length,
         "sequence": p.sequence,
         "prediction": p.sp_type,
-        "type": TYPE_DESCRIPTIONS[p.sp_type],
+        "type": grammar.TYPE_NAMES[p.sp_type],
         "probabilities": dict(zip(grammar.SP_TYPES, p.probabilities, strict=True)),
         "cs": p.cs,
         "cs_probability": p.cs_probability,

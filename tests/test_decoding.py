@@ -11,8 +11,8 @@ import torch
 from reference_decoder import decode_reference
 
 from peftsp import grammar
+from peftsp.bundle import DEFAULT_MODEL, load_bundle
 from peftsp.decoding import decode, marginals
-from peftsp.runtime import DEFAULT_MODEL, load_bundle
 from peftsp.train.crf import RegionCRF, region_composition_penalty
 
 

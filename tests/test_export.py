@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from peftsp import grammar, tokens
+from peftsp.bundle import load_bundle
 from peftsp.cli import main
 from peftsp.decoding import decode
 from peftsp.errors import ModelError
 from peftsp.fasta import read_labelled_list
-from peftsp.runtime import Session, load_bundle
+from peftsp.runtime import Session
 from peftsp.train import export
 from peftsp.train.model import load_checkpoint
 from peftsp.train.training import predict_records
@@ -127,3 +128,62 @@ def test_evaluate_gives_the_same_table_for_checkpoint_and_bundle(
     assert main([*base, "--model", str(bundle("prompt"))]) == 0
     assert capsys.readouterr().out == from_checkpoint
     assert "| Eukarya       | Sec/SPI   |  1.000 |  1.000 |" in from_checkpoint
+
+
+@pytest.fixture(scope="module")
+def conditioned(tiny_backbone_file, tmp_path_factory):
+    """A kingdom-conditioned model with sequence rules (strong random kingdom embedding),
+    saved as a checkpoint and exported as a bundle."""
+    from peftsp.train import backbone
+    from peftsp.train.model import ModelConfig, SignalPeptideModel, save_checkpoint
+
+    esm = backbone.load_backbone(str(tiny_backbone_file))
+    shape = backbone.backbone_config(esm)
+    config = ModelConfig(
+        str(tiny_backbone_file), shape, kingdom_conditioning=True, sequence_rules=True
+    )
+    model = SignalPeptideModel(esm, config, seed=3).eval()
+    with torch.no_grad():
+        model.kingdom.weight.normal_(0, 3, generator=torch.Generator().manual_seed(3))
+    folder = tmp_path_factory.mktemp("conditioned")
+    save_checkpoint(model, folder / "model.pt")
+    export.export_bundle(model, folder / "bundle")
+    return folder
+
+
+@pytest.mark.parametrize("organism_rule", [True, False])
+def test_checkpoint_and_bundle_of_a_kingdom_conditioned_model_predict_alike(
+    conditioned, synthetic_file, organism_rule
+):
+    from peftsp.evaluation import open_model, predict_labelled
+
+    records = read_labelled_list(synthetic_file)
+    runs = [
+        predict_labelled(open_model(str(conditioned / name)), records, organism_rule)
+        for name in ("model.pt", "bundle")
+    ]
+    for a, b in zip(*runs, strict=True):
+        assert (a.sp_type, a.cs) == (b.sp_type, b.cs)
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+    # The kingdom the model is given matters: records all fed as "other" predict differently.
+    hidden = [
+        type(r)(r.accession, "NEGATIVE", r.sp_type, r.partition, r.sequence, r.labels, r.line)
+        for r in records
+    ]
+    other = predict_labelled(open_model(str(conditioned / "bundle")), hidden, organism_rule)
+    assert any(
+        a.probabilities != pytest.approx(b.probabilities, abs=1e-3)
+        for a, b in zip(runs[1], other, strict=True)
+        if a.id in {r.accession for r in records if r.kingdom != "NEGATIVE"}
+    )
+
+
+def test_evaluate_without_the_organism_rule_gives_one_table_for_checkpoint_and_bundle(
+    conditioned, synthetic_file, capsys
+):
+    base = ["evaluate", "--data", str(synthetic_file), "--partition", "1", "--quiet"]
+    tables = []
+    for name in ("model.pt", "bundle"):
+        assert main([*base, "--no-organism-rule", "--model", str(conditioned / name)]) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] and "Eukarya" in tables[0]

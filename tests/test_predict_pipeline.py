@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 
 from peftsp import grammar
+from peftsp.bundle import DEFAULT_MODEL, load_bundle
 from peftsp.fasta import read_proteins
 from peftsp.predict import (
     MODEL_AHEAD,
+    DecodePlan,
     auto_decode_workers,
     predict_batch,
     predict_batches,
     predict_proteins,
 )
-from peftsp.runtime import DEFAULT_MODEL, Session, load_bundle
+from peftsp.runtime import Session
 
 PROTEOME = Path(__file__).parent / "data" / "mgenitalium.faa"
 
@@ -63,7 +65,8 @@ def test_batches_come_in_input_order_with_bounded_read_ahead(bundle, proteins):
 def test_the_same_bits_for_any_batch_size_threads_and_decode_workers(
     bundle, proteins, threads, batch_size, decode_workers
 ):
-    reference = predict_batch(proteins, Session(bundle, "cpu", threads=2), "gram_negative", True)
+    plan = DecodePlan.of(bundle, "gram_negative", keep_marginals=True)
+    reference = predict_batch(proteins, Session(bundle, "cpu", threads=2), "gram_negative", plan)
     session = Session(bundle, "cpu", threads=threads)
     got = list(
         predict_proteins(

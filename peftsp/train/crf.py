@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torchcrf import CRF
 
-from peftsp import grammar
+from peftsp import grammar, tokens
 
 
 class _Masked(nn.Module):
@@ -76,7 +76,7 @@ _C_STATES = [grammar.state(t, "C") for t in ("SP", "TAT")]
 _NH_TYPES = [grammar.SP_TYPES.index(t) for t in ("SP", "LIPO")]
 _HC_TYPES = [grammar.SP_TYPES.index(t) for t in ("SP", "TAT")]
 # ESM-2 token ids of the 20 standard amino acids (L=4 ... C=23), all of them.
-_AMINO_ACID_IDS = torch.arange(4, 24)
+_AMINO_ACID_IDS = torch.as_tensor(tokens.AMINO_ACID_IDS)
 
 
 def region_composition_penalty(

@@ -21,19 +21,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from peftsp import __version__, grammar, tokens
+from peftsp import tokens
+from peftsp.bundle import (
+    INPUT_KINGDOM,
+    INPUT_TOKENS,
+    ORGANISM_IDS,
+    OUTPUT_EMISSIONS,
+    PRECISION_FILES,
+    metadata,
+    write_metadata,
+)
 from peftsp.errors import ModelError
 from peftsp.files import umask
-from peftsp.runtime import BUNDLE_FORMAT, BUNDLE_VERSIONS, sha256_file
 from peftsp.train import backbone, peft
-from peftsp.train.model import ORGANISM_IDS, SignalPeptideModel, load_checkpoint
+from peftsp.train.model import SignalPeptideModel, load_checkpoint
 
 log = logging.getLogger("peftsp")
 
 OPSET = 17
 # Largest |ONNX - PyTorch| emission difference accepted for the fp32 graph.
 TOLERANCE = 1e-4
-_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 
 class _Exported(nn.Module):
@@ -51,7 +58,7 @@ def example_batch(window: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, n
     """A padded batch of random proteins of mixed lengths (padding is essential for tracing)."""
     rng = np.random.default_rng(seed)
     lengths = [window, max(1, window // 2), 7, 1, window - 3]
-    seqs = ["".join(rng.choice(list(_AMINO_ACIDS), size=n)) for n in lengths]
+    seqs = ["".join(rng.choice(list(tokens.AMINO_ACIDS), size=n)) for n in lengths]
     ids, used = tokens.encode(seqs, window)
     kingdom = np.arange(len(seqs)) % len(ORGANISM_IDS)
     return ids, used, kingdom
@@ -77,9 +84,9 @@ def merged_copy(model: SignalPeptideModel) -> SignalPeptideModel:
 
 
 def _onnx_inputs(model: SignalPeptideModel, ids: np.ndarray, kingdom: np.ndarray) -> dict:
-    feeds = {"tokens": ids}
+    feeds = {INPUT_TOKENS: ids}
     if model.config.kingdom_conditioning:
-        feeds["kingdom"] = kingdom
+        feeds[INPUT_KINGDOM] = kingdom
     return feeds
 
 
@@ -90,10 +97,10 @@ def export_onnx(model: SignalPeptideModel, path: Path, ids: np.ndarray, kingdom:
     args = (
         (torch.as_tensor(ids), torch.as_tensor(kingdom)) if conditioned else (torch.as_tensor(ids),)
     )
-    names = ["tokens", "kingdom"] if conditioned else ["tokens"]
-    axes = {"tokens": {0: "batch", 1: "length"}, "emissions": {0: "batch", 1: "residues"}}
+    names = [INPUT_TOKENS, INPUT_KINGDOM] if conditioned else [INPUT_TOKENS]
+    axes = {INPUT_TOKENS: {0: "batch", 1: "length"}, OUTPUT_EMISSIONS: {0: "batch", 1: "residues"}}
     if conditioned:
-        axes["kingdom"] = {0: "batch"}
+        axes[INPUT_KINGDOM] = {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
         torch.onnx.export(
@@ -103,7 +110,7 @@ def export_onnx(model: SignalPeptideModel, path: Path, ids: np.ndarray, kingdom:
             dynamo=False,
             opset_version=OPSET,
             input_names=names,
-            output_names=["emissions"],
+            output_names=[OUTPUT_EMISSIONS],
             dynamic_axes=axes,
         )
 
@@ -112,7 +119,7 @@ def run_onnx(path: Path, feeds: dict) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["emissions"], feeds)[0]
+    return session.run([OUTPUT_EMISSIONS], feeds)[0]
 
 
 def _write_fp16(src: Path, dst: Path) -> None:
@@ -129,36 +136,6 @@ def _write_int8(src: Path, dst: Path) -> None:
     quantize_dynamic(
         str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
     )
-
-
-def bundle_metadata(
-    model: SignalPeptideModel,
-    name: str,
-    checks: dict,
-    metrics: dict | None,
-    training: dict | None = None,
-) -> dict:
-    """model.json content (without the file checksums)."""
-    config = model.config.to_dict()
-    crf = model.crf.numpy_parameters()
-    return {
-        "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_VERSIONS[-1],
-        "peftsp_version": __version__,
-        "name": name,
-        "backbone": config.pop("backbone"),
-        "backbone_shape": config.pop("backbone_shape"),
-        "window": config.pop("window"),
-        "kingdom_conditioning": config.pop("kingdom_conditioning"),
-        "peft": config,
-        "states": list(grammar.STATES),
-        "sp_types": list(grammar.SP_TYPES),
-        "organism_ids": ORGANISM_IDS,
-        "crf": {key: value.tolist() for key, value in crf.items()},
-        "export_check": checks,
-        "metrics": metrics,
-        "training": training or {},
-    }
 
 
 def export_bundle(
@@ -187,9 +164,10 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}."))
     staging.chmod(0o777 & ~umask())
     try:
-        export_onnx(merged, staging / "model.onnx", ids, kingdom)
+        graph = {p: staging / name for p, name in PRECISION_FILES.items()}
+        export_onnx(merged, graph["fp32"], ids, kingdom)
         feeds = _onnx_inputs(model, ids, kingdom)
-        onnx_diff = max_abs_diff(run_onnx(staging / "model.onnx", feeds), reference, lengths)
+        onnx_diff = max_abs_diff(run_onnx(graph["fp32"], feeds), reference, lengths)
         log.info("ONNX Runtime vs PyTorch: max abs diff %.2e", onnx_diff)
         if onnx_diff > TOLERANCE:
             raise ModelError(
@@ -197,22 +175,23 @@ def export_bundle(
                 f"{TOLERANCE:g}); no bundle written"
             )
         checks = {"merge_max_abs_diff": merge_diff, "max_abs_diff": onnx_diff}
-        files = {"model.onnx": "fp32"}
         if fp16:
-            _write_fp16(staging / "model.onnx", staging / "model.fp16.onnx")
-            files["model.fp16.onnx"] = "fp16"
+            _write_fp16(graph["fp32"], graph["fp16"])
         if int8:
-            _write_int8(staging / "model.onnx", staging / "model.int8.onnx")
+            _write_int8(graph["fp32"], graph["int8"])
             checks["int8_max_abs_diff"] = max_abs_diff(
-                run_onnx(staging / "model.int8.onnx", feeds), reference, lengths
+                run_onnx(graph["int8"], feeds), reference, lengths
             )
-            files["model.int8.onnx"] = "int8"
-        meta = bundle_metadata(model, name, checks, metrics, training)
-        meta["files"] = {
-            f.name: {"sha256": sha256_file(f), "precision": files.get(f.name, "data")}
-            for f in sorted(staging.iterdir())
-        }
-        (staging / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
+        files = {path.name: p for p, path in graph.items() if path.exists()}
+        meta = metadata(
+            name=name,
+            config=model.config.to_dict(),
+            crf=model.crf.numpy_parameters(),
+            checks=checks,
+            metrics=metrics,
+            training=training,
+        )
+        meta = write_metadata(staging, meta, files)
         _replace_dir(staging, outdir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,19 +11,19 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from peftsp import __version__, grammar
+from peftsp import bundle as bundle_format
+from peftsp.bundle import ORGANISM_IDS
 from peftsp.errors import ModelError
 from peftsp.files import atomic_write
 from peftsp.train import backbone, peft
 from peftsp.train.crf import RegionCRF, region_composition_penalty
 
 PEFT_METHODS = ("lora", "adapter", "prompt", "full")
-# Kingdom conditioning ids; "other" (0) is also what a kingdom-conditioned model sees when
-# the organism is unknown (it is trained on it by randomly hiding the kingdom).
-ORGANISM_IDS: dict[str, int] = {name: i for i, name in enumerate(grammar.ORGANISMS)}
 
 
 @dataclass
@@ -211,3 +211,39 @@ def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
         )
     model.load_state_dict(state, strict=False)
     return model.eval(), payload.get("extra", {})
+
+
+class CheckpointSession:
+    """A PyTorch model as a prediction session: its emissions, decoded exactly as an exported
+    bundle of it is (the same `bundle` fields, the same predict loop)."""
+
+    providers = ("CPUExecutionProvider",)  # the decode runs in the calling thread
+
+    def __init__(self, model: SignalPeptideModel, path: str | Path = "checkpoint") -> None:
+        self.model = model.eval()
+        meta = bundle_format.metadata(
+            name=Path(path).stem,
+            config=model.config.to_dict(),
+            crf=model.crf.numpy_parameters(),
+            checks={},
+            metrics=None,
+            training=None,
+        )
+        meta["files"] = {}
+        self.bundle = bundle_format.Bundle(Path(path), meta, model.crf.numpy_parameters())
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None) -> CheckpointSession:
+        if threads:
+            torch.set_num_threads(threads)
+        model, _ = load_checkpoint(path)
+        return cls(model, path)
+
+    def emissions(self, tokens: np.ndarray, kingdom: np.ndarray) -> np.ndarray:
+        """Emissions (B, T - 2, 37) float32, as runtime.Session.emissions."""
+        device = next(self.model.parameters()).device
+        conditioned = self.model.config.kingdom_conditioning
+        with torch.no_grad():
+            ids = torch.as_tensor(tokens, device=device)
+            k = torch.as_tensor(kingdom, device=device) if conditioned else None
+            return self.model(ids, k).float().cpu().numpy()

@@ -14,15 +14,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from peftsp import grammar, labels, metrics, tokens
-from peftsp.decoding import decode
+from peftsp import evaluation, grammar, labels, metrics, tokens
+from peftsp.bundle import ORGANISM_IDS
+from peftsp.cli import DEFAULT_LR
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
 from peftsp.files import atomic_write
 from peftsp.train import backbone
-from peftsp.train.crossval import record_metrics, truth
 from peftsp.train.model import (
-    ORGANISM_IDS,
+    CheckpointSession,
     ModelConfig,
     SignalPeptideModel,
     load_checkpoint,
@@ -31,7 +31,6 @@ from peftsp.train.model import (
 
 log = logging.getLogger("peftsp")
 
-DEFAULT_LR = {"lora": 0.0067, "adapter": 0.001, "prompt": 0.01, "full": 0.001}
 # Share of training batches whose kingdom is hidden ("other") when conditioning on it, so
 # the model also predicts without a kingdom.
 KINGDOM_HIDE_RATE = 0.1
@@ -113,53 +112,18 @@ def predict_records(
     records: list[LabelledRecord],
     batch_size: int = 64,
     organism_rule: bool = True,
-    quiet: bool = True,
 ) -> tuple[list[str], list[int | None]]:
-    """Predicted types and cleavage sites of a PyTorch model, decoded as at prediction time."""
-    model.eval()
-    device = next(model.parameters()).device
-    crf = model.crf.numpy_parameters()
-    types: list[str] = []
-    sites: list[int | None] = []
-    window = model.config.window
-    with torch.no_grad():
-        for start in tqdm(
-            range(0, len(records), batch_size), disable=quiet, desc="evaluate", unit="batch"
-        ):
-            chunk = records[start : start + batch_size]
-            batch = make_batch(chunk, window).to(device)
-            kingdom = batch.kingdom if model.config.kingdom_conditioning else None
-            emissions = model(batch.tokens, kingdom).float().cpu().numpy()
-            masks = np.stack(
-                [
-                    grammar.organism_state_mask(organism_of(r) if organism_rule else "other")
-                    for r in chunk
-                ]
-            )[:, None, :]
-            if model.config.sequence_rules:
-                masks = masks & grammar.sequence_mask(batch.tokens[:, 1:-1].cpu().numpy())
-            out = decode(emissions, batch.lengths.cpu().numpy(), crf, masks)
-            types += [grammar.SP_TYPES[t] for t in out.types]
-            sites += out.cs
-    return types, sites
-
-
-def evaluate_records(
-    model: SignalPeptideModel,
-    records: list[LabelledRecord],
-    organism_rule: bool = True,
-    batch_size: int = 64,
-    quiet: bool = True,
-) -> dict[str, float]:
-    """SignalP 6.0 metrics of a model on labelled records."""
-    pred_types, pred_cs = predict_records(model, records, batch_size, organism_rule, quiet)
-    return record_metrics(records, pred_types, pred_cs)
+    """Predicted types and cleavage sites of a PyTorch model, through the prediction loop."""
+    predictions = evaluation.predict_labelled(
+        CheckpointSession(model), records, organism_rule, batch_size
+    )
+    return [p.sp_type for p in predictions], [p.cs for p in predictions]
 
 
 def selection_score(model: SignalPeptideModel, records: list[LabelledRecord]) -> float:
     """Validation score for best-epoch selection: detection MCC + CS MCC, kingdom-averaged."""
     pred_types, pred_cs = predict_records(model, records)
-    kingdoms, true_types, true_cs = truth(records)
+    kingdoms, true_types, true_cs = evaluation.truth(records)
     return metrics.detection_and_cs_mcc(kingdoms, true_types, pred_types, true_cs, pred_cs)
 
 
@@ -264,48 +228,10 @@ def training_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def split_partitions(
-    records: list[LabelledRecord], test: int, val: int
-) -> tuple[list[LabelledRecord], list[LabelledRecord], list[LabelledRecord]]:
-    """(train, validation, test) records: train is every partition other than test and val."""
-    if test == val:
-        raise PeftSPError("the test and validation partitions must differ")
-    present = {r.partition for r in records}
-    for name, part in (("test", test), ("validation", val)):
-        if part not in present:
-            raise PeftSPError(
-                f"{name} partition {part} has no records (partitions present: {sorted(present)})"
-            )
-    train = [r for r in records if r.partition not in (test, val)]
-    return (
-        train,
-        [r for r in records if r.partition == val],
-        [r for r in records if r.partition == test],
-    )
-
-
-def split_validation(
-    records: list[LabelledRecord], fraction: float, seed: int
-) -> tuple[list[LabelledRecord], list[LabelledRecord]]:
-    """(train, validation): a seeded random `fraction` of `records` held out for validation."""
-    if not 0 < fraction < 1:
-        raise PeftSPError(f"--val-fraction must be between 0 and 1, got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(records))
-    cut = round(len(records) * fraction)
-    held = set(order[:cut].tolist())
-    return (
-        [r for i, r in enumerate(records) if i not in held],
-        [r for i, r in enumerate(records) if i in held],
-    )
-
-
 def config_from_args(args, esm) -> ModelConfig:
     """The model config from `peftsp train` options and the loaded backbone."""
-    spec = args.backbone
-    if Path(spec).is_file():  # a checkpoint path must still resolve when loaded elsewhere
-        spec = str(Path(spec).resolve())
     return ModelConfig(
-        backbone=spec,
+        backbone=backbone.resolve_spec(args.backbone),  # a path resolves when loaded elsewhere
         backbone_shape=backbone.backbone_config(esm),
         peft=args.peft,
         lora_layers=args.lora_layers,
@@ -338,9 +264,11 @@ def options_from_args(args) -> TrainOptions:
 
 def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: Path) -> dict:
     """Train one (test, validation) split into outdir; returns test metrics of the best epoch."""
-    train, val_records, test_records = split_partitions(records, test, val)
+    train, val_records, test_records = evaluation.split_partitions(records, test, val)
     if getattr(args, "val_fraction", None):
-        train, val_records = split_validation(train + val_records, args.val_fraction, args.seed)
+        train, val_records = evaluation.split_validation(
+            train + val_records, args.val_fraction, args.seed
+        )
     if args.limit:
         train = train[: args.limit]
     outdir.mkdir(parents=True, exist_ok=True)
@@ -366,7 +294,7 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     best = fit(model, train, val_records, options_from_args(args), outdir, about)
     model, _ = load_checkpoint(outdir / "model.pt")
     model.to(training_device(args.device))
-    test_metrics = evaluate_records(model, test_records, quiet=args.quiet)
+    test_metrics = evaluation.labelled_metrics(CheckpointSession(model), test_records)
     _write_json(outdir / "test_metrics.json", {"best": best, "metrics": test_metrics})
     return test_metrics
 

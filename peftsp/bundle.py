@@ -1,0 +1,223 @@
+"""The model bundle: the one definition of its format, written by `peftsp export`, read and
+checked by everything that predicts. No torch.
+
+A bundle is a directory: model.json (architecture, CRF scores, states, sequence rules,
+calibration, training record, checksums) and the ONNX graph(s) mapping token ids (+ organism
+ids) to per-residue CRF emissions. Loading checks it completely before any protein is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from peftsp import __version__, grammar
+from peftsp.errors import ModelError
+from peftsp.files import atomic_write, sha256_file
+
+FORMAT = "peftsp-model"
+# 2: sequence rules and calibration (a version-1 reader would silently ignore them).
+VERSIONS = (1, 2)
+MODEL_ENV = "PEFTSP_MODEL"
+# The embedded default model: package data; in a checkout a link to models/default.
+DEFAULT_MODEL = Path(__file__).parent / "default_model"
+PRECISIONS = ("fp32", "fp16", "int8")
+PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# The graph's inputs and output.
+INPUT_TOKENS, INPUT_KINGDOM, OUTPUT_EMISSIONS = "tokens", "kingdom", "emissions"
+# Organism ids of the kingdom input ("other" = unknown; kingdom-conditioned models are trained
+# with the kingdom hidden as "other" for a share of the batches).
+ORGANISM_IDS: dict[str, int] = {name: i for i, name in enumerate(grammar.ORGANISMS)}
+# `--prior`: the type prior the probabilities are for. "proteome": the prior estimated on whole
+# proteomes of the organism group (model.json's calibration); "training": the training data's.
+PRIORS = ("proteome", "training")
+
+
+@dataclass
+class Bundle:
+    """A checked model bundle."""
+
+    path: Path
+    meta: dict
+    crf: dict[str, np.ndarray]  # "transitions" (37, 37), "start" (37,), "end" (37,)
+
+    @property
+    def window(self) -> int:
+        return int(self.meta["window"])
+
+    @property
+    def kingdom_conditioning(self) -> bool:
+        return bool(self.meta["kingdom_conditioning"])
+
+    @property
+    def sequence_rules(self) -> bool:
+        """Whether the model was trained, and must be decoded, with grammar.sequence_mask."""
+        return bool(self.meta.get("sequence_rules", False))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.name))
+
+    @property
+    def is_demo(self) -> bool:
+        """A small model trained here from random weights (no protein-language pretraining)."""
+        return str(self.meta.get("backbone", "")).startswith("random:")
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    def onnx_path(self, precision: str) -> Path:
+        name = PRECISION_FILES[precision]
+        if name not in self.meta["files"]:
+            have = [p for p, f in PRECISION_FILES.items() if f in self.meta["files"]]
+            raise ModelError(
+                f"{self.path}: no {precision} graph in this bundle (has {', '.join(have)}); "
+                f"export it with `peftsp export --{precision}`"
+            )
+        return self.path / name
+
+    def organism_id(self, organism: str) -> int:
+        return int(self.meta["organism_ids"][organism])
+
+    def log_prior_shift(self, organism: str, prior: str = "proteome") -> np.ndarray:
+        """(6,) log ratios proteome / training prior of the SP types for an organism group
+        (zeros for `prior="training"` or when the bundle has none for that group)."""
+        if prior not in PRIORS:
+            raise ModelError(f"unknown prior {prior!r}; expected one of {', '.join(PRIORS)}")
+        shifts = self.meta.get("calibration", {}).get("log_prior_shift", {})
+        if prior == "training" or organism not in shifts:
+            return np.zeros(len(grammar.SP_TYPES))
+        return np.asarray(shifts[organism], dtype=np.float64)
+
+    def decoder_crf(self, organism: str, prior: str = "proteome") -> dict[str, np.ndarray]:
+        """The CRF scores to decode with: divided by the calibration temperature, with the
+        organism's type prior shift added to the start scores of each type's block.
+
+        Every path stays in one type's block, so adding log w_t to the block's start scores
+        multiplies the posterior of type t by w_t (renormalised): Bayes' prior shift, exact.
+        The emissions must be divided by the same temperature (see `emission_scale`).
+        """
+        t = self.temperature
+        shift = self.log_prior_shift(organism, prior)[grammar.STATE_TYPE]
+        return {
+            "transitions": self.crf["transitions"] / t,
+            "start": self.crf["start"] / t + shift,
+            "end": self.crf["end"] / t,
+        }
+
+    @property
+    def emission_scale(self) -> float:
+        return 1.0 / self.temperature
+
+
+def default_model_dir() -> Path:
+    """$PEFTSP_MODEL, else the embedded default model."""
+    env = os.environ.get(MODEL_ENV)
+    return Path(env) if env else DEFAULT_MODEL
+
+
+def metadata(
+    *,
+    name: str,
+    config: dict,
+    crf: dict[str, np.ndarray],
+    checks: dict,
+    metrics: dict | None,
+    training: dict | None,
+) -> dict:
+    """model.json content without the file checksums. `config` is the model config
+    (backbone, backbone_shape, window, kingdom_conditioning, sequence_rules, PEFT settings)."""
+    config = dict(config)
+    return {
+        "format": FORMAT,
+        "format_version": VERSIONS[-1],
+        "peftsp_version": __version__,
+        "name": name,
+        "backbone": config.pop("backbone"),
+        "backbone_shape": config.pop("backbone_shape"),
+        "window": config.pop("window"),
+        "kingdom_conditioning": config.pop("kingdom_conditioning"),
+        "sequence_rules": config.pop("sequence_rules", False),
+        "peft": config,
+        "states": list(grammar.STATES),
+        "sp_types": list(grammar.SP_TYPES),
+        "organism_ids": ORGANISM_IDS,
+        "crf": {key: np.asarray(value).tolist() for key, value in crf.items()},
+        "export_check": checks,
+        "metrics": metrics,
+        "training": training or {},
+    }
+
+
+def write_metadata(directory: Path, meta: dict, precisions: dict[str, str]) -> dict:
+    """Write model.json into a bundle directory with the checksum of every other file in it.
+
+    precisions maps graph file names to their precision; other files are listed as data.
+    """
+    meta = dict(meta)
+    meta["files"] = {
+        f.name: {"sha256": sha256_file(f), "precision": precisions.get(f.name, "data")}
+        for f in sorted(directory.iterdir())
+        if f.name != "model.json" and not f.name.startswith(".")
+    }
+    with atomic_write(directory / "model.json") as handle:
+        handle.write(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Read and check a bundle: format, states, CRF shapes, calibration and every checksum."""
+    path = Path(path) if path is not None else default_model_dir()
+    meta_path = path / "model.json"
+    if not meta_path.is_file():
+        hint = "" if path != DEFAULT_MODEL else " (the embedded model is missing; reinstall)"
+        raise ModelError(f"{path}: not a model bundle, no model.json{hint}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{meta_path}: unreadable ({err})") from err
+    check_metadata(meta, meta_path)
+    for name, entry in meta["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise ModelError(f"{file}: listed in model.json but missing")
+        if sha256_file(file) != entry.get("sha256"):
+            raise ModelError(f"{file}: checksum does not match model.json (corrupt or replaced)")
+    crf = {
+        key: np.asarray(meta["crf"][key], dtype=np.float32)
+        for key in ("transitions", "start", "end")
+    }
+    k = grammar.NUM_STATES
+    if crf["transitions"].shape != (k, k) or crf["start"].shape != (k,) or crf["end"].shape != (k,):
+        raise ModelError(f"{meta_path}: CRF scores do not have {k} states")
+    return Bundle(path, meta, crf)
+
+
+def check_metadata(meta: object, where: Path) -> None:
+    """Refuse model.json content this PEFT-SP cannot use correctly."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{where}: not a PEFT-SP model bundle")
+    if meta.get("format_version") not in VERSIONS:
+        raise ModelError(
+            f"{where}: bundle format version {meta.get('format_version')} is not supported by "
+            f"this PEFT-SP (supports {VERSIONS})"
+        )
+    missing = [k for k in ("states", "crf", "files", "window", "organism_ids") if k not in meta]
+    if missing:
+        raise ModelError(f"{where}: missing {', '.join(missing)}")
+    if list(meta["states"]) != list(grammar.STATES):
+        raise ModelError(f"{where}: the bundle's CRF states differ from this PEFT-SP's grammar")
+    calibration = meta.get("calibration", {})
+    temperature = calibration.get("temperature", 1.0)
+    if not isinstance(temperature, int | float) or not 0.05 <= temperature <= 50:
+        raise ModelError(f"{where}: calibration temperature {temperature!r} is not usable")
+    for organism, shift in calibration.get("log_prior_shift", {}).items():
+        if organism not in ORGANISM_IDS or len(shift) != len(grammar.SP_TYPES):
+            raise ModelError(f"{where}: prior shift for {organism!r} is malformed")
+        if not np.all(np.isfinite(np.asarray(shift, dtype=np.float64))):
+            raise ModelError(f"{where}: prior shift for {organism!r} is not finite")

@@ -1,0 +1,230 @@
+"""Calibration of a model bundle's type probabilities, and the type prior of real proteomes.
+
+- Temperature: every CRF score (emissions, transitions, starts, ends) is divided by T, fitted
+  on labelled validation records by minimising the negative log-likelihood of the true type
+  (temperature scaling, Guo et al. 2017, applied to the whole CRF).
+- Proteome prior: SignalP 6.0's data are SP-rich (most bacterial records have an SP) while
+  75-85% of a bacterial proteome's proteins have none. For each organism group the type prior
+  of whole proteomes is estimated by EM on unlabelled proteomes (Saerens, Latinne & Decaestecker,
+  Neural Computation 2002) and stored as log(proteome prior / training prior) per type, which
+  the decoder adds to the start scores of each type's block (bundle.Bundle.decoder_crf).
+- Reliability: the expected calibration error of the predicted type's probability.
+
+`peftsp calibrate` writes both into model.json (the graphs and their checksums are unchanged).
+No torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from peftsp import grammar
+from peftsp.bundle import ORGANISM_IDS, Bundle, load_bundle
+from peftsp.errors import PeftSPError
+from peftsp.evaluation import split_partitions, split_validation
+from peftsp.fasta import LabelledRecord, Protein, read_labelled_list, read_proteins
+from peftsp.files import atomic_write
+from peftsp.predict import DecodePlan, batches, predict_proteins, run_model
+
+log = logging.getLogger("peftsp")
+
+TEMPERATURE_RANGE = (0.25, 8.0)
+MAX_LOG_SHIFT = 10.0  # a type the EM drives to zero keeps a finite, tiny prior
+BINS = 10
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> list[dict]:
+    """Equal-width confidence bins: count, mean confidence and accuracy of each non-empty bin."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, bool)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        chosen = which == b
+        if chosen.any():
+            rows.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": int(chosen.sum()),
+                    "confidence": float(confidence[chosen].mean()),
+                    "accuracy": float(correct[chosen].mean()),
+                }
+            )
+    return rows
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS):
+    """ECE: the count-weighted mean |accuracy - confidence| over the reliability bins."""
+    rows = reliability(confidence, correct, bins)
+    total = sum(r["count"] for r in rows)
+    return sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / max(1, total)
+
+
+def _emissions(session, proteins: list[Protein], organism: str, batch_size: int = 64):
+    """(emissions, ids, lengths) per batch of proteins, for repeated decoding."""
+    return [run_model(session, batch, organism) for batch in batches(proteins, batch_size)]
+
+
+def _type_probabilities(batches_: list, plan: DecodePlan) -> np.ndarray:
+    return np.concatenate([plan(*batch).type_probabilities for batch in batches_])
+
+
+def fit_temperature(session, records: list[LabelledRecord], batch_size: int = 64) -> float:
+    """The temperature minimising the type NLL of labelled records (golden-section on log T).
+
+    Each record is decoded with its kingdom, the organism rule on and the training prior, as
+    the metrics are.
+    """
+    groups: dict[str, list[LabelledRecord]] = {}
+    for record in records:
+        groups.setdefault(grammar.KINGDOM_TO_ORGANISM[record.kingdom], []).append(record)
+    data = []
+    for organism, group in groups.items():
+        proteins = [Protein(r.accession, r.accession, r.sequence, r.line) for r in group]
+        truth = np.array([grammar.SP_TYPES.index(r.sp_type) for r in group])
+        data.append((organism, _emissions(session, proteins, organism, batch_size), truth))
+    bundle = session.bundle
+
+    def nll(log_t: float) -> float:
+        scaled = _with_temperature(bundle, float(np.exp(log_t)))
+        total = 0.0
+        for organism, emitted, truth in data:
+            probs = _type_probabilities(emitted, DecodePlan.of(scaled, organism, prior="training"))
+            total -= np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, 1)).sum()
+        return total
+
+    lo, hi = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(18):  # the bracket shrinks to 0.6% of its width
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))
+
+
+def _with_temperature(bundle: Bundle, temperature: float) -> Bundle:
+    meta = dict(bundle.meta)
+    meta["calibration"] = {**meta.get("calibration", {}), "temperature": temperature}
+    return Bundle(bundle.path, meta, bundle.crf)
+
+
+def training_prior(records: list[LabelledRecord], organism: str, majority_fraction: float):
+    """(6,) the type prior a model saw in training for an organism group: the type shares of
+    its kingdom's training records ('other': of all of them, since the kingdom is hidden at
+    random), with the largest (kingdom, type) class down-weighted as training subsampled it."""
+    classes = Counter((r.kingdom, r.sp_type) for r in records)
+    largest = classes.most_common(1)[0][0]
+    counts = np.zeros(len(grammar.SP_TYPES))
+    for (kingdom, sp_type), n in classes.items():
+        if organism != "other" and grammar.KINGDOM_TO_ORGANISM[kingdom] != organism:
+            continue
+        weight = majority_fraction if (kingdom, sp_type) == largest else 1.0
+        counts[grammar.SP_TYPES.index(sp_type)] += n * weight
+    if counts.sum() == 0:
+        raise PeftSPError(f"no training records for organism group {organism!r}")
+    return counts / counts.sum()
+
+
+def estimate_prior(posteriors: np.ndarray, prior: np.ndarray, steps: int = 200) -> np.ndarray:
+    """EM estimate of the type prior of unlabelled proteins (Saerens et al. 2002).
+
+    posteriors (N, 6) are the model's type probabilities under the training `prior`; each step
+    reweights them by new/old prior, renormalises, and takes their mean as the new prior.
+    """
+    current = prior.copy()
+    for _ in range(steps):
+        weighted = posteriors * (current / prior)
+        weighted /= weighted.sum(axis=1, keepdims=True)
+        updated = weighted.mean(axis=0)
+        if np.abs(updated - current).max() < 1e-7:
+            return updated
+        current = updated
+    return current
+
+
+def proteome_posteriors(session, fasta: str, organism: str, batch_size: int = 64):
+    """(N, 6) calibrated type probabilities of a proteome under the training prior."""
+    proteins = read_proteins(fasta)
+    predictions = predict_proteins(
+        proteins, session, organism, batch_size, prior="training", decode_workers=0
+    )
+    return np.array([p.probabilities for p in predictions])
+
+
+def read_proteome_sheet(path: str) -> list[tuple[str, str]]:
+    """(fasta, organism) rows of a CSV with columns fasta,organism (paths relative to it)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            fasta, organism = (row.get("fasta") or "").strip(), (row.get("organism") or "").strip()
+            if not fasta or organism not in ORGANISM_IDS:
+                raise PeftSPError(f"{path}, line {line}: need a fasta path and an organism group")
+            rows.append((str((Path(path).parent / fasta).resolve()), organism))
+    return rows
+
+
+def calibrate_command(args) -> None:
+    """`peftsp calibrate`: fit the temperature and the proteome type priors into model.json."""
+    from peftsp.runtime import Session
+
+    bundle = load_bundle(args.model)
+    training = bundle.meta.get("training") or {}
+    options = training.get("options") or {}
+    if "test_partition" not in training or not training.get("val_fraction"):
+        raise PeftSPError(
+            f"{args.model}: model.json does not record a --val-fraction training split; "
+            "calibrate needs the validation records the model was selected on"
+        )
+    records = read_labelled_list(args.data)
+    test = int(training["test_partition"])
+    others = [p for p in sorted({r.partition for r in records}) if p != test]
+    train, val, _ = split_partitions(records, test, others[0])
+    train, val = split_validation(train + val, float(training["val_fraction"]), options["seed"])
+    session = Session(bundle, "cpu", "fp32", args.threads)
+    session.bundle = _with_temperature(bundle, 1.0)
+    temperature = fit_temperature(session, val)
+    log.info("temperature %.3f (fitted on %d validation records)", temperature, len(val))
+    session.bundle = _with_temperature(bundle, temperature)
+    shifts: dict[str, list[float]] = {}
+    sheet = read_proteome_sheet(args.proteomes)
+    for organism in sorted({o for _, o in sheet}):
+        posteriors = np.concatenate(
+            [proteome_posteriors(session, f, organism) for f, o in sheet if o == organism]
+        )
+        prior = training_prior(train, organism, float(options.get("majority_fraction", 1.0)))
+        estimated = estimate_prior(posteriors, prior)
+        shift = np.clip(np.log(np.maximum(estimated, 1e-300) / prior), -MAX_LOG_SHIFT, None)
+        shifts[organism] = [round(float(v), 6) for v in np.minimum(shift, MAX_LOG_SHIFT)]
+        log.info(
+            "%s: %d proteins; training prior %s -> proteome prior %s",
+            organism,
+            len(posteriors),
+            np.round(prior, 4).tolist(),
+            np.round(estimated, 4).tolist(),
+        )
+    meta = dict(bundle.meta)
+    meta["format_version"] = 2
+    meta["calibration"] = {
+        "temperature": round(temperature, 6),
+        "log_prior_shift": shifts,
+        "fitted_on": {
+            "validation_records": len(val),
+            "proteomes": [{"fasta": Path(f).name, "organism": o} for f, o in sheet],
+        },
+    }
+    with atomic_write(Path(args.model) / "model.json") as handle:
+        handle.write(json.dumps(meta, indent=1) + "\n")
+    print(f"wrote the calibration into {Path(args.model) / 'model.json'}")
