@@ -188,6 +188,7 @@ def job_rss(job: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         argv = ["predict", "--fasta", job["fasta"], "--outdir", f"{out}/o", "--quiet"]
         argv += ["--model", job["model"], "--threads", str(job["threads"]), "--device", "cpu"]
+        argv += ["--batch-size", str(DEFAULT_BATCH_SIZE)]
         assert cli(argv) == 0
     return {"rss": _peak_rss_mib()}
 
