@@ -7,10 +7,10 @@
 Writes a samplesheet (organism per proteome from ORGANISMS below, else `other`), runs
 `peftsp pipeline` on it in a child process (batch size: --batch-size, by default the
 prediction default peftsp.predict.DEFAULT_BATCH_SIZE), and prints the wall time, the peak RSS
-of the largest process it started (each shard's `peftsp predict`; on the CPU no decode worker
-processes are started), proteins/s, and per proteome the proteins in (FASTA headers) and out
-(output.json, prediction_results.txt rows, GFF3 seqids within the input IDs). Exits non-zero if
-any count differs.
+of the largest process it started (the runner, which predicts the shards; on the CPU no decode
+worker processes are started), proteins/s, and per proteome the proteins in (FASTA headers)
+and out (output.json, prediction_results.txt rows, and the seqids of both GFF3 files within
+the input IDs). Exits non-zero if any count differs.
 """
 
 from __future__ import annotations
@@ -45,6 +45,20 @@ ORGANISMS = {
 
 def sample_name(path: Path) -> str:
     return path.name.split(".")[0].removesuffix("_proteins")
+
+
+GFF_FILES = ("output.gff3", "region_output.gff3")
+
+
+def gff_seqids(path: Path) -> set[str]:
+    """The seqids of a GFF3 file's feature rows and ##sequence-region directives."""
+    seqids = set()
+    for line in path.read_text().splitlines():
+        if line.startswith("##sequence-region"):
+            seqids.add(line.split()[1])
+        elif line and not line.startswith("#"):
+            seqids.add(line.split("\t")[0])
+    return seqids
 
 
 def count_headers(path: Path) -> int:
@@ -92,8 +106,7 @@ def main() -> None:
         txt = (out / "prediction_results.txt").read_text().splitlines()[2:]
         ids = {p["id"] for p in predictions}
         seqids = {escape_seqid(i) for i in ids}
-        gff = (out / "output.gff3").read_text().splitlines()[1:]
-        gff_ok = all(line.split("\t")[0] in seqids for line in gff)
+        gff_ok = all(gff_seqids(out / name) <= seqids for name in GFF_FILES)
         same = n_in == len(predictions) == len(txt) == len(ids)
         ok &= same and gff_ok
         total_in += n_in

@@ -44,7 +44,13 @@ from peftsp import grammar, tokens
 from peftsp.bundle import DEFAULT_MODEL, load_bundle
 from peftsp.decoding import decode
 from peftsp.fasta import read_proteins
-from peftsp.predict import DEFAULT_BATCH_SIZE, batches, predict_batch, predict_proteins
+from peftsp.predict import (
+    DEFAULT_BATCH_SIZE,
+    DecodePlan,
+    batches,
+    predict_batch,
+    predict_proteins,
+)
 from peftsp.runtime import Session
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -149,9 +155,11 @@ def job_split(job: dict) -> dict:
             emitted.append((session.emissions(ids, np.full(len(batch), kingdom)), lengths))
         return emitted
 
+    plan = DecodePlan.of(bundle, job["organism"])
+
     def serial():
         for batch in batches(proteins, job["batch_size"]):
-            predict_batch(batch, session, job["organism"])
+            predict_batch(batch, session, job["organism"], plan)
 
     def pipeline():
         for _ in predict_proteins(proteins, session, job["organism"], job["batch_size"]):
