@@ -31,7 +31,7 @@ workflow {
     ch_fasta = params.input
         ? channel.fromList(samplesheetToList(params.input, "${projectDir}/assets/schema_input.json"))
             .map { meta, fasta -> [ meta + [id: meta.id.toString(), organism: meta.organism ?: params.organism], fasta ] }
-        : channel.of([ [id: file(params.fasta).simpleName, organism: params.organism], file(params.fasta, checkIfExists: true) ])
+        : channel.of([ [id: defaultSample(params.fasta), organism: params.organism], file(params.fasta, checkIfExists: true) ])
     model = params.model ? file(params.model, checkIfExists: true) : []
 
     FASTA_PREDICT_PEFTSP(ch_fasta, model, params.shard_size)
@@ -45,4 +45,17 @@ workflow {
         .map { process, tools -> "${process}:\n${tools.join('\n')}" }
         .mix(channel.of("Workflow:\n  Nextflow: ${workflow.nextflow.version}\n  peftsp: ${workflow.manifest.version}"))
         .collectFile(name: 'peftsp_software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true, newLine: true)
+}
+
+// The sample id of a single --fasta run, as peftsp.predict.default_sample (and so the local
+// runner) makes it: the file name without FASTA and compression extensions, any character
+// outside [A-Za-z0-9._-] replaced by '_'.
+def defaultSample(path) {
+    def extensions = ['gz', 'bgz', 'bz2', 'xz', 'zst', 'fa', 'faa', 'fasta', 'fas', 'fsa', 'pep', 'aa', 'prot']
+    def name = file(path).name
+    while (name.lastIndexOf('.') > 0 && name.substring(name.lastIndexOf('.') + 1).toLowerCase() in extensions) {
+        name = name.substring(0, name.lastIndexOf('.'))
+    }
+    name = name.replaceAll(/[^A-Za-z0-9._-]/, '_').replaceAll(/^[._-]+/, '')
+    return name ?: 'sample'
 }

@@ -33,7 +33,9 @@ INPUT_TOKENS, INPUT_KINGDOM, OUTPUT_EMISSIONS = "tokens", "kingdom", "emissions"
 # with the kingdom hidden as "other" for a share of the batches).
 ORGANISM_IDS: dict[str, int] = {name: i for i, name in enumerate(grammar.ORGANISMS)}
 # `--prior`: the type prior the probabilities are for. "proteome": the prior estimated on whole
-# proteomes of the organism group (model.json's calibration); "training": the training data's.
+# proteomes of the organism group; "training": the labelled data's own (what benchmark metrics
+# are computed under). Both are stored in model.json's calibration as log ratios to the prior
+# the model saw in training (which may have subsampled a class).
 PRIORS = ("proteome", "training")
 
 
@@ -85,12 +87,12 @@ class Bundle:
         return int(self.meta["organism_ids"][organism])
 
     def log_prior_shift(self, organism: str, prior: str = "proteome") -> np.ndarray:
-        """(6,) log ratios proteome / training prior of the SP types for an organism group
-        (zeros for `prior="training"` or when the bundle has none for that group)."""
+        """(6,) log ratios of the wanted type prior to the one the model saw in training, for
+        an organism group (zeros when the bundle has none for that group)."""
         if prior not in PRIORS:
             raise ModelError(f"unknown prior {prior!r}; expected one of {', '.join(PRIORS)}")
-        shifts = self.meta.get("calibration", {}).get("log_prior_shift", {})
-        if prior == "training" or organism not in shifts:
+        shifts = self.meta.get("calibration", {}).get("log_prior_shift", {}).get(prior, {})
+        if organism not in shifts:
             return np.zeros(len(grammar.SP_TYPES))
         return np.asarray(shifts[organism], dtype=np.float64)
 
@@ -216,8 +218,10 @@ def check_metadata(meta: object, where: Path) -> None:
     temperature = calibration.get("temperature", 1.0)
     if not isinstance(temperature, int | float) or not 0.05 <= temperature <= 50:
         raise ModelError(f"{where}: calibration temperature {temperature!r} is not usable")
-    for organism, shift in calibration.get("log_prior_shift", {}).items():
-        if organism not in ORGANISM_IDS or len(shift) != len(grammar.SP_TYPES):
-            raise ModelError(f"{where}: prior shift for {organism!r} is malformed")
-        if not np.all(np.isfinite(np.asarray(shift, dtype=np.float64))):
-            raise ModelError(f"{where}: prior shift for {organism!r} is not finite")
+    for prior, shifts in calibration.get("log_prior_shift", {}).items():
+        for organism, shift in shifts.items():
+            if prior not in PRIORS or organism not in ORGANISM_IDS:
+                raise ModelError(f"{where}: unknown prior shift {prior!r} for {organism!r}")
+            values = np.asarray(shift, dtype=np.float64)
+            if values.shape != (len(grammar.SP_TYPES),) or not np.all(np.isfinite(values)):
+                raise ModelError(f"{where}: {prior} prior shift for {organism!r} is malformed")

@@ -92,7 +92,7 @@ def fit_temperature(session, records: list[LabelledRecord], batch_size: int = 64
     bundle = session.bundle
 
     def nll(log_t: float) -> float:
-        scaled = _with_temperature(bundle, float(np.exp(log_t)))
+        scaled = _calibrated(bundle, float(np.exp(log_t)))
         total = 0.0
         for organism, emitted, truth in data:
             probs = _type_probabilities(emitted, DecodePlan.of(scaled, organism, prior="training"))
@@ -115,10 +115,22 @@ def fit_temperature(session, records: list[LabelledRecord], batch_size: int = 64
     return float(np.exp((lo + hi) / 2))
 
 
-def _with_temperature(bundle: Bundle, temperature: float) -> Bundle:
+def _calibrated(bundle: Bundle, temperature: float, shifts: dict | None = None) -> Bundle:
+    """The bundle with another temperature (and prior shifts)."""
     meta = dict(bundle.meta)
-    meta["calibration"] = {**meta.get("calibration", {}), "temperature": temperature}
+    calibration = {**meta.get("calibration", {}), "temperature": temperature}
+    if shifts is not None:
+        calibration["log_prior_shift"] = shifts
+    meta["calibration"] = calibration
     return Bundle(bundle.path, meta, bundle.crf)
+
+
+def log_ratio(new: np.ndarray, old: np.ndarray) -> list[float]:
+    """log(new / old) per type, rounded and clipped for model.json: a type the EM drives to
+    zero keeps a tiny prior; a type absent from the training prior is left alone (0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(old > 0, np.log(np.maximum(new, 1e-300) / old), 0.0)
+    return [round(float(v), 6) for v in np.clip(ratio, -MAX_LOG_SHIFT, MAX_LOG_SHIFT)]
 
 
 def training_prior(records: list[LabelledRecord], organism: str, majority_fraction: float):
@@ -145,8 +157,9 @@ def estimate_prior(posteriors: np.ndarray, prior: np.ndarray, steps: int = 200) 
     reweights them by new/old prior, renormalises, and takes their mean as the new prior.
     """
     current = prior.copy()
+    known = prior > 0  # a type the training prior lacks stays at zero
     for _ in range(steps):
-        weighted = posteriors * (current / prior)
+        weighted = posteriors * np.divide(current, prior, out=np.zeros_like(prior), where=known)
         weighted /= weighted.sum(axis=1, keepdims=True)
         updated = weighted.mean(axis=0)
         if np.abs(updated - current).max() < 1e-7:
@@ -193,26 +206,32 @@ def calibrate_command(args) -> None:
     others = [p for p in sorted({r.partition for r in records}) if p != test]
     train, val, _ = split_partitions(records, test, others[0])
     train, val = split_validation(train + val, float(training["val_fraction"]), options["seed"])
+    fraction = float(options.get("majority_fraction", 1.0))
+    sheet = read_proteome_sheet(args.proteomes)
+    groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})
+    seen = {o: training_prior(train, o, fraction) for o in groups}
+    natural = {o: training_prior(train, o, 1.0) for o in groups}
+    shifts: dict[str, dict[str, list[float]]] = {
+        "training": {o: log_ratio(natural[o], seen[o]) for o in groups},
+        "proteome": {},
+    }
     session = Session(bundle, "cpu", "fp32", args.threads)
-    session.bundle = _with_temperature(bundle, 1.0)
+    session.bundle = _calibrated(bundle, 1.0, shifts)
     temperature = fit_temperature(session, val)
     log.info("temperature %.3f (fitted on %d validation records)", temperature, len(val))
-    session.bundle = _with_temperature(bundle, temperature)
-    shifts: dict[str, list[float]] = {}
-    sheet = read_proteome_sheet(args.proteomes)
+    session.bundle = _calibrated(bundle, temperature, shifts)
     for organism in sorted({o for _, o in sheet}):
         posteriors = np.concatenate(
             [proteome_posteriors(session, f, organism) for f, o in sheet if o == organism]
         )
-        prior = training_prior(train, organism, float(options.get("majority_fraction", 1.0)))
-        estimated = estimate_prior(posteriors, prior)
-        shift = np.clip(np.log(np.maximum(estimated, 1e-300) / prior), -MAX_LOG_SHIFT, None)
-        shifts[organism] = [round(float(v), 6) for v in np.minimum(shift, MAX_LOG_SHIFT)]
+        estimated = estimate_prior(posteriors, natural[organism])
+        to_proteome = np.add(log_ratio(estimated, natural[organism]), shifts["training"][organism])
+        shifts["proteome"][organism] = [round(float(v), 6) for v in to_proteome]
         log.info(
-            "%s: %d proteins; training prior %s -> proteome prior %s",
+            "%s: %d proteins; labelled-data prior %s -> proteome prior %s",
             organism,
             len(posteriors),
-            np.round(prior, 4).tolist(),
+            np.round(natural[organism], 4).tolist(),
             np.round(estimated, 4).tolist(),
         )
     meta = dict(bundle.meta)

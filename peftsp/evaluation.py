@@ -124,8 +124,13 @@ def open_model(model: str, precision: str = "fp32", threads: int | None = None):
         from peftsp.runtime import Session
 
         return Session(load_bundle(model), "cpu", precision, threads)
-    from peftsp.train.model import CheckpointSession  # torch only for checkpoints
-
+    try:
+        from peftsp.train.model import CheckpointSession  # torch only for checkpoints
+    except ImportError as err:
+        raise PeftSPError(
+            f"{model}: a training checkpoint needs PyTorch ({err}); install the training extra "
+            "(pip install 'peftsp[train]') or evaluate an exported bundle directory"
+        ) from err
     return CheckpointSession.load(model, threads)
 
 

@@ -20,6 +20,7 @@ import yaml
 from nf_schema import config_params, strip_comments
 
 from peftsp import __version__
+from peftsp.cli import ORGANISM_ALIASES
 from peftsp.grammar import ORGANISMS
 from peftsp.workflow import commands, samplesheet
 
@@ -238,7 +239,7 @@ def test_nextflow_schema_is_valid_and_its_defaults_are_the_config_params():
     for name, value in params.items():
         if name not in dynamic:
             assert properties[name].get("default") == (value or None), name
-    assert properties["organism"]["enum"] == list(ORGANISMS)
+    assert properties["organism"]["enum"] == [*ORGANISMS, *ORGANISM_ALIASES]
     io_group = schema["$defs"]["input_output_options"]
     assert io_group["required"] == ["outdir"]
     assert io_group["oneOf"] == [{"required": ["input"]}, {"required": ["fasta"]}]
@@ -254,7 +255,7 @@ def test_samplesheet_schema_agrees_with_the_local_runner():
     assert tuple(columns) == samplesheet.SAMPLESHEET_COLUMNS
     assert tuple(schema["items"]["required"]) == samplesheet.REQUIRED_COLUMNS
     assert columns["sample"]["pattern"] == samplesheet.SAMPLE_ID_PATTERN
-    assert [o for o in columns["organism"]["enum"] if o] == list(ORGANISMS)
+    assert [o for o in columns["organism"]["enum"] if o] == [*ORGANISMS, *ORGANISM_ALIASES]
     validator = jsonschema.Draft202012Validator(schema)
     good = [{"sample": "ecoli", "fasta": "e.faa", "organism": "gram_negative"}]
     assert validator.is_valid(good)
@@ -458,3 +459,16 @@ def test_test_profile_uses_a_tiny_samplesheet_and_the_default_model():
 
 
 # nf-test files and snapshots: tests/test_nf_test_snapshots.py
+
+
+def test_main_nf_names_a_single_fasta_sample_as_predict_does():
+    """main.nf's defaultSample mirrors peftsp.predict.default_sample: same extension list."""
+    import re
+
+    from peftsp.predict import SAMPLE_EXTENSIONS
+
+    source = (REPO / "main.nf").read_text()
+    listed = re.search(r"def defaultSample\(path\) \{\s*def extensions = \[([^\]]*)\]", source)
+    assert listed, "main.nf has no defaultSample with an extension list"
+    assert set(re.findall(r"'([^']+)'", listed.group(1))) == set(SAMPLE_EXTENSIONS)
+    assert "defaultSample(params.fasta)" in source
