@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -181,11 +182,20 @@ def _decode_pool(workers: int) -> ProcessPoolExecutor | None:
     """Processes for the CRF decode (none: it runs in the calling thread)."""
     if workers < 1:
         return None
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script and getattr(main, "__spec__", None) is None and not Path(script).is_file():
+        # A new process re-imports the main script, which a program read from stdin lacks.
+        log.warning(
+            "decode processes need the main script as a file (not %s): decoding in this thread",
+            script,
+        )
+        return None
     methods = multiprocessing.get_all_start_methods()
     # Not fork: the parent runs ONNX Runtime threads, whose locks a forked child could inherit.
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["peftsp.decoding"])
+        context.set_forkserver_preload(["peftsp.predict"])
     return ProcessPoolExecutor(workers, mp_context=context)
 
 

@@ -3,6 +3,8 @@ batch-by-batch output in input order, bounded read-ahead, the same bits for ever
 thread count and decode setting, and nothing left running when the consumer stops or fails."""
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 from itertools import islice
 from pathlib import Path
@@ -133,3 +135,24 @@ def test_decode_processes_only_when_a_gpu_runs_the_model():
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert [auto_decode_workers(cuda, cpus=c) for c in (1, 2, 3, 4, 16)] == [0, 0, 1, 2, 4]
     assert auto_decode_workers(["TensorrtExecutionProvider", *cuda], cpus=16) == 4
+
+
+def test_decode_processes_from_a_script_read_from_stdin_fall_back_to_this_thread(tmp_path):
+    """New processes re-import the main script; `python -` has none to import."""
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(">a\nMKKLLLLAVLAAALLASQAEDK\n>b\nMDEKNQSTGPRHY\n")
+    script = (
+        "from peftsp.bundle import load_bundle\n"
+        "from peftsp.fasta import read_proteins\n"
+        "from peftsp.predict import predict_proteins\n"
+        "from peftsp.runtime import Session\n"
+        f"proteins = list(read_proteins({str(fasta)!r}))\n"
+        "session = Session(load_bundle(), 'cpu', threads=1)\n"
+        "got = list(predict_proteins(proteins, session, 'other', 1, decode_workers=2))\n"
+        "print(' '.join(p.id for p in got))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["a", "b"]
+    assert "decoding in this thread" in done.stderr
