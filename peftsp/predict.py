@@ -205,7 +205,7 @@ def predict_batches(
     organism: str,
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep_marginals: bool = False,
-    decode_workers: int | None = None,
+    decode_workers: int | None = 0,
     organism_rule: bool = True,
     prior: str = "proteome",
 ) -> Iterator[list[Prediction]]:
@@ -215,8 +215,9 @@ def predict_batches(
     DecodePlan.of(bundle, organism, organism_rule, prior). The model runs in a background
     thread (ONNX Runtime releases the GIL) MODEL_AHEAD batches ahead of the decode, so model
     and decode overlap. The decode runs in this thread, or with decode_workers > 0 in that many
-    processes, each with at most 2 batches in flight (None: auto_decode_workers). Memory holds
-    a few batches, never the proteome.
+    processes, each with at most 2 batches in flight (None: auto_decode_workers). Like any
+    multiprocessing program, a script that asks for decode processes needs the
+    `if __name__ == "__main__":` guard. Memory holds a few batches, never the proteome.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
@@ -252,7 +253,7 @@ def predict_proteins(
     organism: str,
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep_marginals: bool = False,
-    decode_workers: int | None = None,
+    decode_workers: int | None = 0,
     organism_rule: bool = True,
     prior: str = "proteome",
 ) -> Iterator[Prediction]:
