@@ -87,8 +87,9 @@ class Bundle:
         return int(self.meta["organism_ids"][organism])
 
     def log_prior_shift(self, organism: str, prior: str = "proteome") -> np.ndarray:
-        """(6,) log ratios of the wanted type prior to the one the model saw in training, for
-        an organism group (zeros when the bundle has none for that group)."""
+        """(6,) stored log prior ratios of an organism group (zeros when there are none):
+        "training": labelled data / what the model saw (undoes class subsampling, raw scores);
+        "proteome": whole proteomes / labelled data (on the tempered type probabilities)."""
         if prior not in PRIORS:
             raise ModelError(f"unknown prior {prior!r}; expected one of {', '.join(PRIORS)}")
         shifts = self.meta.get("calibration", {}).get("log_prior_shift", {}).get(prior, {})
@@ -97,24 +98,19 @@ class Bundle:
         return np.asarray(shifts[organism], dtype=np.float64)
 
     def decoder_crf(self, organism: str, prior: str = "proteome") -> dict[str, np.ndarray]:
-        """The CRF scores to decode with: divided by the calibration temperature, with the
-        organism's type prior shift added to the start scores of each type's block.
+        """The CRF scores to decode with: the organism's type prior shift added to the start
+        scores of each type's block.
 
         Every path stays in one type's block, so adding log w_t to the block's start scores
         multiplies the posterior of type t by w_t (renormalised): Bayes' prior shift, exact.
-        The emissions must be divided by the same temperature (see `emission_scale`).
         """
-        t = self.temperature
-        shift = self.log_prior_shift(organism, prior)[grammar.STATE_TYPE]
-        return {
-            "transitions": self.crf["transitions"] / t,
-            "start": self.crf["start"] / t + shift,
-            "end": self.crf["end"] / t,
-        }
-
-    @property
-    def emission_scale(self) -> float:
-        return 1.0 / self.temperature
+        if prior not in PRIORS:
+            raise ModelError(f"unknown prior {prior!r}; expected one of {', '.join(PRIORS)}")
+        shift = self.log_prior_shift(organism, "training")
+        if prior == "proteome":
+            # Estimated on tempered posteriors: T log w here is log w after tempering.
+            shift = shift + self.temperature * self.log_prior_shift(organism, "proteome")
+        return {**self.crf, "start": self.crf["start"] + shift[grammar.STATE_TYPE]}
 
 
 def default_model_dir() -> Path:

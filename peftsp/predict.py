@@ -100,7 +100,7 @@ class DecodePlan:
     """
 
     crf: dict[str, np.ndarray]
-    scale: float  # 1 / calibration temperature, applied to the emissions
+    temperature: float  # of the type probabilities (calibration)
     state_mask: np.ndarray  # (37,) organism rule
     sequence_rules: bool
     keep_marginals: bool = False
@@ -116,7 +116,7 @@ class DecodePlan:
     ) -> DecodePlan:
         return cls(
             crf=bundle.decoder_crf(organism, prior),
-            scale=bundle.emission_scale,
+            temperature=bundle.temperature,
             state_mask=grammar.organism_state_mask(organism if organism_rule else "other"),
             sequence_rules=bundle.sequence_rules,
             keep_marginals=keep_marginals,
@@ -126,9 +126,21 @@ class DecodePlan:
         mask = self.state_mask[None, None, :]
         if self.sequence_rules:
             mask = mask & grammar.sequence_mask(ids[:, 1:-1])
-        if self.scale != 1.0:
-            emissions = emissions * np.float32(self.scale)
-        return decode(emissions, lengths, self.crf, mask, self.keep_marginals)
+        out = decode(emissions, lengths, self.crf, mask, self.keep_marginals)
+        out.type_probabilities = tempered(out.type_probabilities, self.temperature)
+        return out
+
+
+def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Type probabilities (B, 6) raised to 1/temperature and renormalised (temperature scaling
+    of the type posterior: the most probable type, the path and the cleavage site stay)."""
+    if temperature == 1.0:
+        return probabilities
+    with np.errstate(divide="ignore"):
+        logits = np.log(probabilities) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
 
 
 def _predictions(proteins: list[Protein], out: Decoded) -> list[Prediction]:

@@ -20,6 +20,7 @@ from peftsp.cli import main
 from peftsp.decoding import decode
 from peftsp.errors import ModelError
 from peftsp.fasta import read_labelled_list
+from peftsp.predict import tempered
 
 
 def _crf(rng):
@@ -51,13 +52,14 @@ def test_a_prior_shift_multiplies_each_type_posterior_by_its_weight():
         bundle.decoder_crf("other", "benchmark")
 
 
-def test_temperature_divides_every_crf_score():
+def test_temperature_reshapes_type_probabilities_but_keeps_the_call():
     rng = np.random.default_rng(1)
-    crf = _crf(rng)
-    bundle = Bundle(None, {"calibration": {"temperature": 2.0}}, crf)
-    scaled = bundle.decoder_crf("other")
-    assert scaled["transitions"] == pytest.approx(crf["transitions"] / 2)
-    assert bundle.emission_scale == 0.5
+    probabilities = rng.dirichlet(np.full(6, 0.3), 200)
+    softer = tempered(probabilities, 2.0)
+    assert softer.sum(axis=1) == pytest.approx(np.ones(200))
+    assert (softer.argmax(axis=1) == probabilities.argmax(axis=1)).all()
+    assert (softer.max(axis=1) <= probabilities.max(axis=1) + 1e-12).all()
+    assert tempered(probabilities, 1.0) is probabilities
 
 
 def test_em_recovers_the_prior_of_an_unlabelled_population():
@@ -164,3 +166,26 @@ def test_em_keeps_a_type_the_training_prior_lacks_at_zero():
     estimated = estimate_prior(posterior, np.array([0.6, 0.4, 0.0]))
     assert np.isfinite(estimated).all() and estimated[2] == 0
     assert estimated.sum() == pytest.approx(1)
+
+
+def test_the_proteome_prior_acts_on_the_tempered_probabilities():
+    """With temperature T the stored proteome weights w multiply the calibrated (tempered)
+    type probabilities: p_final = normalise(p_raw ** (1/T) * w), and the call follows it."""
+    from peftsp.predict import DecodePlan
+
+    rng = np.random.default_rng(4)
+    crf = _crf(rng)
+    weights = np.array([6.0, 0.3, 1.0, 0.05, 1.0, 2.0])
+    shifts = {"proteome": {"other": np.log(weights).tolist()}}
+    meta = {"calibration": {"temperature": 3.0, "log_prior_shift": shifts}}
+    meta |= {"sequence_rules": False}
+    bundle = Bundle(None, meta, crf)
+    em = rng.normal(0, 2, (40, 25, 37)).astype(np.float32)
+    ids = np.full((40, 27), 5)
+    lengths = rng.integers(5, 26, 40)
+    raw = decode(em, lengths, crf).type_probabilities
+    expected = tempered(raw, 3.0) * weights
+    expected /= expected.sum(axis=1, keepdims=True)
+    out = DecodePlan.of(bundle, "other")(em, ids, lengths)
+    assert out.type_probabilities == pytest.approx(expected, abs=1e-6)
+    assert (out.types == expected.argmax(axis=1)).all()

@@ -264,7 +264,7 @@ def test_default_model_predicts_the_test_proteome_without_model_option(tmp_path)
     headers = [line for line in fasta.read_text().splitlines() if line.startswith(">")]
     assert ids_of(tmp_path / "out") == [h[1:].split()[0] for h in headers]
     info = json.loads((tmp_path / "out" / "output.json").read_text())["run"]
-    assert info["model"] == "peftsp-default-L4E256-full"
+    assert info["model"] == "peftsp-default-L4E256-rules"
 
 
 # --- options of the SignalP 6.0 drop-in work: organism spellings, sample, plots, outdir ------
