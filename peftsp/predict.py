@@ -40,7 +40,8 @@ log = logging.getLogger("peftsp")
 # Proteins per model batch. bench/throughput.py, E. coli, 2 threads, batches of 8/16/32/64: CPU
 # time per protein fp32 3.40/3.50/3.64/3.84 ms, int8 2.06/1.86/1.90/2.15 ms, peak RSS fp32
 # 111/126/156/218 MiB: 16 costs no speed and little memory. (A GPU wants larger batches.)
-DEFAULT_BATCH_SIZE = 16
+from peftsp.cli import DEFAULT_BATCH_SIZE  # noqa: E402  (one definition, beside the option)
+
 # Model batches submitted ahead of the one being decoded (one running, one waiting).
 MODEL_AHEAD = 2
 _T = TypeVar("_T")
