@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peftsp import __version__
-from peftsp.bundle import PRECISIONS
+from peftsp.bundle import PRECISIONS, PRIORS
 from peftsp.errors import PeftSPError
 from peftsp.grammar import ORGANISMS
 from peftsp.runtime import DEVICES
@@ -243,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--trt-cache", default=None, help="TensorRT engine/timing cache directory")
+    p.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default="proteome",
+        help="type prior of the probabilities: 'proteome' (whole proteomes of the organism "
+        "group, estimated by the model's calibration) or 'training' (the labelled data's)",
+    )
     _add_common(p)
 
     p = sub.add_parser("shard", help="split a FASTA file into numbered shards (workflow step)")

@@ -53,7 +53,7 @@ SAMPLE_EXTENSIONS = frozenset(
 )
 
 
-def run_information(bundle: Bundle, organism: str, precision: str) -> dict:
+def run_information(bundle: Bundle, organism: str, precision: str, prior: str = "proteome") -> dict:
     """What determines the predictions (shards merged together must share it)."""
     graph = bundle.meta["files"][bundle.onnx_path(precision).name]["sha256"]
     return {
@@ -63,6 +63,7 @@ def run_information(bundle: Bundle, organism: str, precision: str) -> dict:
         "demo_model": is_demo_bundle(bundle),
         "precision": precision,
         "organism": organism,
+        "prior": prior,
         "window": bundle.window,
     }
 
@@ -320,7 +321,11 @@ def predict_into(
             proteins = read_proteins(fasta)
             bar = tqdm(disable=quiet, desc="peftsp predict", unit=" proteins")
             organism = run_info["organism"]
-            for prediction in predict_proteins(proteins, session, organism, batch_size, **extra):
+            prior = run_info.get("prior", "proteome")
+            predictions = predict_proteins(
+                proteins, session, organism, batch_size, prior=prior, **extra
+            )
+            for prediction in predictions:
                 out.add(prediction)
                 for note in prediction.notes:
                     notes[note] += 1
@@ -388,7 +393,7 @@ def predict_command(args) -> None:
     outdir = Path(args.outdir)
     check_outdir(outdir, args.overwrite)
     bundle = load_bundle(args.model)
-    run_info = run_information(bundle, args.organism, args.precision)
+    run_info = run_information(bundle, args.organism, args.precision, args.prior)
     if args.sample is not None:  # shards of one sample merge only with each other
         run_info["sample"] = sample
     warn_demo_model(bundle, run_info)
