@@ -35,6 +35,7 @@ from peer_common import (
     file_sha256,
     pass_through,
     peftsp_argv,
+    print_commands,
     read_deepsig,
     read_peftsp,
     run_measured,
@@ -212,10 +213,7 @@ def main() -> None:
     headers = ["kingdom", "true type", "records", "DeepSig SP", "PEFT-SP Sec/SPI"]
     headers += ["PEFT-SP any SP", "PEFT-SP same type"]
     print(table(headers, rows, align="llrrrrr"))
-    print()
-    print("commands:")
-    for command in commands:
-        print("  " + command)
+    print_commands(commands)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftsp.grammar import SP_TYPES, TYPE_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DEEPSIG_SETUP = SHARED / "peers" / "deepsig" / "setup.sh"
-SP_TYPES = ("NO_SP", "SP", "LIPO", "TAT", "TATLIPO", "PILIN")
-TYPE_NAMES = {
-    "NO_SP": "Other",
-    "SP": "Sec/SPI",
-    "LIPO": "Sec/SPII",
-    "TAT": "Tat/SPI",
-    "TATLIPO": "Tat/SPII",
-    "PILIN": "Sec/SPIII",
-}
 # prediction_results.txt spells NO_SP as OTHER (SignalP 6.0 style)
 _TXT_TYPES = {"OTHER": "NO_SP", **{t: t for t in SP_TYPES}}
 
@@ -274,3 +267,11 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def print_commands(commands: list[str]) -> None:
+    """The exact commands a bench ran, last in its report."""
+    print()
+    print("commands:")
+    for command in commands:
+        print("  " + command)

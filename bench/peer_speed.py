@@ -42,6 +42,7 @@ from peer_common import (
     deepsig_environment,
     pass_through,
     peftsp_argv,
+    print_commands,
     read_deepsig,
     read_peftsp,
     run_measured,
@@ -300,10 +301,7 @@ def main() -> None:
         )
         for note in found.notes:
             print("note: " + note)
-    print()
-    print("commands:")
-    for command in commands:
-        print("  " + command)
+    print_commands(commands)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from peer_common import (
     check_ran,
     pass_through,
     peftsp_argv,
+    print_commands,
     read_fasta,
     read_peftsp,
     run_measured,
@@ -340,10 +341,7 @@ def main() -> None:
             )
     print()
     print(f"checks: {checks.passed} PASS, {checks.failed} FAIL, {checks.skipped} SKIP")
-    print()
-    print("commands:")
-    for command in commands:
-        print("  " + command)
+    print_commands(commands)
 
 
 def summarise(calls, sequences: dict[str, str]) -> dict:

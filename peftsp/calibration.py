@@ -167,7 +167,10 @@ def read_proteome_sheet(path: str) -> list[tuple[str, str]]:
             fasta, organism = (row.get("fasta") or "").strip(), (row.get("organism") or "").strip()
             if not fasta or organism not in ORGANISM_IDS:
                 raise PeftSPError(f"{path}, line {line}: need a fasta path and an organism group")
-            rows.append((str((Path(path).parent / fasta).resolve()), organism))
+            resolved = (Path(path).parent / fasta).resolve()
+            if not resolved.is_file():
+                raise PeftSPError(f"{path}, line {line}: {resolved}: no such FASTA file")
+            rows.append((str(resolved), organism))
     return rows
 
 

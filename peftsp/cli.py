@@ -10,7 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from peftsp import __version__
@@ -317,26 +317,28 @@ def run_command(argv: Sequence[str]) -> None:
     run(build_parser().parse_args(list(argv)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `peftsp` command. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+def entry_point(program: str, command: Callable[[argparse.Namespace], None], args) -> int:
+    """Run a parsed command line as `program`: log to stderr, errors the user can fix as one
+    line (no traceback) with exit status 1, an interrupt as 130. Returns the exit status."""
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
-        format="peftsp: %(message)s",
+        format=f"{program}: %(message)s",
         stream=sys.stderr,
     )
     try:
-        run(args)
-    except PeftSPError as err:
-        print(f"peftsp: error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # e.g. an output directory that cannot be created
-        print(f"peftsp: error: {err}", file=sys.stderr)
+        command(args)
+    except (PeftSPError, OSError) as err:  # OSError: e.g. an output directory not creatable
+        print(f"{program}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("peftsp: interrupted", file=sys.stderr)
+        print(f"{program}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `peftsp` command. Returns the exit status."""
+    return entry_point("peftsp", run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -60,17 +60,12 @@ def run_information(bundle: Bundle, organism: str, precision: str, prior: str = 
         "peftsp_version": __version__,
         "model": bundle.name,
         "model_sha256": graph,
-        "demo_model": is_demo_bundle(bundle),
+        "demo_model": bundle.is_demo,
         "precision": precision,
         "organism": organism,
         "prior": prior,
         "window": bundle.window,
     }
-
-
-def is_demo_bundle(bundle: Bundle) -> bool:
-    """A model trained from random weights (backbone `random:...`), like the embedded one."""
-    return str(bundle.meta.get("backbone", "")).startswith("random:")
 
 
 def batches(proteins: Iterable[Protein], batch_size: int) -> Iterator[list[Protein]]:

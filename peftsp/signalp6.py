@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from peftsp import __version__, grammar
+from peftsp.cli import entry_point
 from peftsp.decoding import Prediction
 from peftsp.errors import PeftSPError
 from peftsp.runtime import DEVICES
@@ -263,21 +264,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `peftsp-signalp6`. Returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="peftsp-signalp6: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        run(args)
-    except (PeftSPError, OSError) as err:
-        print(f"peftsp-signalp6: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("peftsp-signalp6: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return entry_point("peftsp-signalp6", run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

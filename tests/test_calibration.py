@@ -2,6 +2,7 @@
 prior, ECE and reliability, and `peftsp calibrate` writes a bundle that loads and predicts."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -189,3 +190,24 @@ def test_the_proteome_prior_acts_on_the_tempered_probabilities():
     out = DecodePlan.of(bundle, "other")(em, ids, lengths)
     assert out.type_probabilities == pytest.approx(expected, abs=1e-6)
     assert (out.types == expected.argmax(axis=1)).all()
+
+
+@pytest.mark.parametrize(
+    ("sheet", "problem"),
+    [
+        ("fasta,organism\nproteome.faa,plants\n", "line 2: need a fasta path and an organism"),
+        ("fasta,organism\nmissing.faa,gram_negative\n", "line 2: .*missing.faa: no such FASTA"),
+    ],
+)
+def test_calibrate_refuses_a_bad_proteome_sheet_before_touching_the_bundle(
+    recorded_bundle, synthetic_file, tmp_path, capsys, sheet, problem
+):
+    model = tmp_path / "model"
+    shutil.copytree(recorded_bundle, model)
+    before = (model / "model.json").read_bytes()
+    (tmp_path / "proteome.faa").write_text(">p\nMKKLLLLAAAQ\n")
+    (tmp_path / "sheet.csv").write_text(sheet)
+    argv = ["calibrate", "--model", str(model), "--data", str(synthetic_file)]
+    assert main([*argv, "--proteomes", str(tmp_path / "sheet.csv"), "--quiet"]) == 1
+    assert re.search(problem, capsys.readouterr().err)
+    assert (model / "model.json").read_bytes() == before
