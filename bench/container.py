@@ -144,7 +144,13 @@ def module_tasks(tasks: Tasks, fasta: Path, shard: int) -> dict[str, Path]:
     """The module commands as tasks: predict on the whole proteome, and shard -> predict per
     shard -> merge. Returns the output directories."""
     predict = module_script("predict")
-    values = {"model_option": [], "device": ["cpu"], "task.cpus": ["2"], "args": PREDICT_ARGS}
+    values = {
+        "model_option": [],
+        "device": ["cpu"],
+        "task.cpus": ["2"],
+        "args": PREDICT_ARGS,
+        "meta.id": ["test"],  # one sample: the shards merge into it
+    }
     direct = tasks.run(
         "predict",
         {fasta.name: fasta},
