@@ -50,11 +50,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
+def _add_training_options(p: argparse.ArgumentParser, one_model: bool = False) -> None:
     p.add_argument("--data", required=True, help="SignalP 6.0 three-line FASTA (plain or .gz)")
+    if one_model:
+        p.add_argument(
+            "--init",
+            default=None,
+            metavar="CHECKPOINT",
+            help="start from the weights of a PEFT-SP checkpoint (model.pt of an earlier "
+            "`peftsp train`); its backbone, PEFT method and head are used, so --backbone and "
+            "the architecture options are not given",
+        )
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an interrupted run in --outdir from its last finished epoch "
+            "(outdir/last.pt), with the same options",
+        )
     p.add_argument(
         "--backbone",
-        required=True,
+        required=not one_model,
         help="ESM-2 model name (e.g. esm2_t33_650M_UR50D, downloaded when online), a local "
         "fair-esm checkpoint .pt, a Hugging Face ESM-2 directory (config.json + "
         "model.safetensors; an HF cache snapshot works), hf:facebook/esm2_t33_650M_UR50D (HF "
@@ -158,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one model (one test/validation split)")
-    _add_training_options(p)
+    _add_training_options(p, one_model=True)
     p.add_argument("--test-partition", type=int, default=0)
     p.add_argument("--val-partition", type=int, default=1)
     p.add_argument(

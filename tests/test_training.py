@@ -86,6 +86,59 @@ def test_train_command_writes_checkpoint_log_and_test_metrics(tiny_backbone_file
     assert any(key.startswith("EUKARYA") for key in test)
 
 
+def _train_argv(data, backbone_file, out, epochs):
+    argv = ["train", "--data", str(data), "--backbone", str(backbone_file), "--peft", "lora"]
+    argv += ["--lora-rank", "4", "--epochs", str(epochs), "--batch-size", "8"]
+    return [*argv, "--majority-fraction", "0.5", "--outdir", str(out), "--quiet"]
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state"]
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_backbone_file, tmp_path):
+    data = write_dataset(tmp_path / "d.fasta", per_type=4)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(_train_argv(data, tiny_backbone_file, whole, 3)) == 0
+    assert main(_train_argv(data, tiny_backbone_file, split, 1)) == 0  # "killed" after epoch 1
+    assert main([*_train_argv(data, tiny_backbone_file, split, 3), "--resume"]) == 0
+    logs = [json.loads((d / "train_log.json").read_text()) for d in (whole, split)]
+    assert [e["epoch"] for e in logs[1]["history"]] == [1, 2, 3]
+    assert logs[0] == logs[1]
+    last = [torch.load(d / "last.pt", weights_only=True)["model"] for d in (whole, split)]
+    assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
+    first, second = _weights(whole / "model.pt"), _weights(split / "model.pt")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_refuses_a_missing_state_or_another_model(tiny_backbone_file, tmp_path, capsys):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    out = tmp_path / "run"
+    assert main([*_train_argv(data, tiny_backbone_file, out, 1), "--resume"]) == 1
+    assert "last.pt: nothing to resume" in capsys.readouterr().err
+    assert main(_train_argv(data, tiny_backbone_file, out, 1)) == 0
+    other = [*_train_argv(data, tiny_backbone_file, out, 2), "--lora-rank", "2", "--resume"]
+    assert main(other) == 1
+    assert "another model" in capsys.readouterr().err
+
+
+def test_init_continues_from_a_trained_checkpoint(trained, synthetic_file, tmp_path, capsys):
+    start = trained("lora")
+    out = tmp_path / "more"
+    argv = ["train", "--data", str(synthetic_file), "--init", str(start), "--epochs", "1"]
+    argv += ["--lr", "0", "--batch-size", "8", "--outdir", str(out), "--quiet"]
+    assert main(argv) == 0
+    before, _ = load_checkpoint(start)
+    after, extra = load_checkpoint(out / "model.pt")
+    assert extra["init"] == str(start) and after.config == before.config
+    records = read_labelled_list(synthetic_file)
+    assert predict_records(after, records) == predict_records(before, records) == _truth(records)
+    assert main([*argv, "--backbone", "random:L1-E8-H1"]) == 1
+    assert "one of --init, --backbone" in capsys.readouterr().err
+    assert main(argv[:3] + argv[5:]) == 1
+    assert "one of --backbone, --init is required" in capsys.readouterr().err
+
+
 def test_train_refuses_missing_partition_and_unknown_backbone(tiny_backbone_file, tmp_path, capsys):
     data = write_dataset(tmp_path / "d.fasta", per_type=2)
     base = ["train", "--data", str(data), "--outdir", str(tmp_path / "o"), "--quiet"]

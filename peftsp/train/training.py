@@ -149,6 +149,40 @@ def _write_json(path: Path, data: dict) -> None:
         handle.write("\n")
 
 
+def save_progress(path: Path, model, optimizer, rng: np.random.Generator, state: dict) -> None:
+    """Everything needed to continue training after the epoch just finished (atomic)."""
+    payload = {
+        "format": "peftsp-progress",
+        "config": model.config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "state": json.dumps(state),
+    }
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_progress(path: Path, model, optimizer, rng: np.random.Generator) -> dict:
+    """Restore what save_progress wrote into model, optimizer and rng; returns its state."""
+    if not path.is_file():
+        raise InputError(f"{path}: nothing to resume (no finished epoch was saved there)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise InputError(f"{path}: not a readable PEFT-SP training state ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != "peftsp-progress":
+        raise InputError(f"{path}: not a PEFT-SP training state")
+    if payload["config"] != model.config.to_dict():
+        raise InputError(f"{path}: saved by a run with another model; resume with its options")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    rng.bit_generator.state = json.loads(payload["numpy_rng"])
+    torch.set_rng_state(payload["torch_rng"])
+    return json.loads(payload["state"])
+
+
 def fit(
     model: SignalPeptideModel,
     train: list[LabelledRecord],
@@ -156,19 +190,25 @@ def fit(
     options: TrainOptions,
     outdir: Path,
     about: dict | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Train, validate after each epoch, keep the best epoch in outdir/model.pt."""
+    """Train, validate after each epoch, keep the best epoch in outdir/model.pt and the state
+    after each epoch in outdir/last.pt (`resume` continues from there)."""
     if not train:
         raise InputError("no training records")
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adamax(params, lr=options.lr, weight_decay=options.weight_decay)
-    history: list[dict] = []
-    best = {"score": -np.inf}
+    progress = {"epoch": 0, "history": [], "best": {"score": -np.inf}}
+    if resume:
+        progress = load_progress(outdir / "last.pt", model, optimizer, rng)
+        log.info("resuming after epoch %d", progress["epoch"])
+    history: list[dict] = progress["history"]
+    best = progress["best"]
     window = model.config.window
     device = next(model.parameters()).device
-    for epoch in range(1, options.epochs + 1):
+    for epoch in range(progress["epoch"] + 1, options.epochs + 1):
         model.train()
         order = rng.permutation(epoch_records(train, options.majority_fraction, rng))
         starts = range(0, len(order), options.batch_size)
@@ -216,6 +256,13 @@ def fit(
                 extra={**(about or {}), "best_epoch": epoch, "val_score": score},
             )
         _write_json(outdir / "train_log.json", {"history": history, "best": best})
+        save_progress(
+            outdir / "last.pt",
+            model,
+            optimizer,
+            rng,
+            {"epoch": epoch, "history": history, "best": best},
+        )
     return best
 
 
@@ -262,6 +309,23 @@ def options_from_args(args) -> TrainOptions:
     )
 
 
+def initial_model(args) -> SignalPeptideModel:
+    """A new model on --backbone, or the trained model of --init (for `peftsp train`)."""
+    init = getattr(args, "init", None)
+    if init and args.backbone:
+        raise InputError(
+            "--init takes the backbone from its checkpoint: give one of --init, --backbone"
+        )
+    if init:
+        model, _ = load_checkpoint(init)
+        log.info("starting from %s (its backbone, PEFT method and head)", init)
+        return model
+    if not args.backbone:
+        raise InputError("one of --backbone, --init is required")
+    esm = backbone.load_backbone(args.backbone, seed=args.seed)
+    return SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed)
+
+
 def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: Path) -> dict:
     """Train one (test, validation) split into outdir; returns test metrics of the best epoch."""
     train, val_records, test_records = evaluation.split_partitions(records, test, val)
@@ -272,8 +336,7 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     if args.limit:
         train = train[: args.limit]
     outdir.mkdir(parents=True, exist_ok=True)
-    esm = backbone.load_backbone(args.backbone, seed=args.seed)
-    model = SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed)
+    model = initial_model(args)
     model.to(training_device(args.device))
     log.info(
         "training %s on %d records (validation %d, test %d); %d trainable parameters",
@@ -291,7 +354,10 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         "train_records": len(train),
         "options": vars(options_from_args(args)),
     }
-    best = fit(model, train, val_records, options_from_args(args), outdir, about)
+    if getattr(args, "init", None):
+        about["init"] = str(args.init)
+    resume = getattr(args, "resume", False)
+    best = fit(model, train, val_records, options_from_args(args), outdir, about, resume)
     model, _ = load_checkpoint(outdir / "model.pt")
     model.to(training_device(args.device))
     test_metrics = evaluation.labelled_metrics(CheckpointSession(model), test_records)
