@@ -10,6 +10,11 @@ reliability table and expected calibration error (ECE) of the predicted type's p
 and the checks of the default-model issue (mean MCC2 >= 0.65, Eukarya Sec/SPI MCC2 >= 0.93,
 Gram-negative Sec/SPII MCC2 >= 0.95, ECE <= 0.05; Sec/SPI MCC1 beside DeepSig's when
 --deepsig gives bench/peer_accuracy.py's figures). Exit 1 when a check fails.
+
+--precision auto (the default) runs the graph `peftsp predict` runs on a CPU. --compare-int8
+also runs the fp32 and int8 graphs and prints the precision rule of the speed issue: int8 may be
+the CPU default only if its mean MCC2 is within 0.005 of fp32's and no floor cell (the checks
+above) is lower than with fp32.
 """
 
 from __future__ import annotations
@@ -31,6 +36,46 @@ from peftsp.runtime import Session
 CHECKS = {"EUKARYA_SP_mcc2": 0.93, "NEGATIVE_LIPO_mcc2": 0.95}
 MEAN_MCC2 = 0.65
 MAX_ECE = 0.05
+INT8_MEAN_TOLERANCE = 0.005
+
+
+def held_out(bundle, records, precision: str, threads: int):
+    """Predictions, cell metrics and records/s of one graph of the bundle on the records."""
+    session = Session(bundle, "cpu", precision, threads)
+    start = time.perf_counter()
+    predictions = predict_labelled(session, records)
+    speed = len(records) / (time.perf_counter() - start)
+    result = record_metrics(records, [p.sp_type for p in predictions], [p.cs for p in predictions])
+    return session.precision, predictions, result, speed
+
+
+def mean_mcc2(result: dict) -> tuple[float, int]:
+    cells = [k for k in result if k.endswith("_mcc2") and not np.isnan(result[k])]
+    return float(np.mean([result[k] for k in cells])), len(cells)
+
+
+def compare_int8(bundle, records, threads: int) -> None:
+    """Print fp32 against int8 on the held-out records and the rule's verdict."""
+    runs = {p: held_out(bundle, records, p, threads) for p in ("fp32", "int8")}
+    means = {p: mean_mcc2(run[2])[0] for p, run in runs.items()}
+    print("\n| graph | records/s | mean MCC2 | " + " | ".join(CHECKS) + " |")
+    print("| --- | ---: | ---: |" + " ---: |" * len(CHECKS))
+    for p, (_, _, result, speed) in runs.items():
+        floors = " | ".join(f"{result[k]:.3f}" for k in CHECKS)
+        print(f"| {p} | {speed:.0f} | {means[p]:.4f} | {floors} |")
+    fp32, int8 = runs["fp32"][2], runs["int8"][2]
+    close = means["int8"] >= means["fp32"] - INT8_MEAN_TOLERANCE
+    lower = [k for k in CHECKS if int8[k] < fp32[k]]
+    print(
+        f"int8 mean MCC2 within {INT8_MEAN_TOLERANCE} of fp32: {'yes' if close else 'no'} "
+        f"({means['int8'] - means['fp32']:+.4f}); floor cells lower with int8: "
+        f"{', '.join(f'{k} {int8[k] - fp32[k]:+.4f}' for k in lower) or 'none'}"
+    )
+    verdict = "may be" if close and not lower else "must not be"
+    print(
+        f"=> int8 {verdict} the CPU default (bundle's cpu_precision: "
+        f"{bundle.meta.get('cpu_precision', 'fp32')})\n"
+    )
 
 
 def main() -> None:
@@ -39,7 +84,10 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--partition", type=int, default=None, help="default: from model.json")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"))
+    parser.add_argument(
+        "--compare-int8", action="store_true", help="also print fp32 against int8 and the rule"
+    )
     parser.add_argument(
         "--deepsig",
         default=None,
@@ -54,15 +102,13 @@ def main() -> None:
     if partition is None:
         partition = int(bundle.meta.get("training", {}).get("test_partition", 0))
     records = [r for r in read_labelled_list(args.data) if r.partition == partition]
-    session = Session(bundle, "cpu", args.precision, args.threads)
-    start = time.perf_counter()
-    predictions = predict_labelled(session, records)
-    seconds = time.perf_counter() - start
-    result = record_metrics(records, [p.sp_type for p in predictions], [p.cs for p in predictions])
+    if args.compare_int8:
+        compare_int8(bundle, records, args.threads)
+    precision, predictions, result, speed = held_out(bundle, records, args.precision, args.threads)
     print(
-        f"{args.model} ({args.precision}, model {bundle.name}, temperature "
+        f"{args.model} ({precision}, model {bundle.name}, temperature "
         f"{bundle.temperature:.3f}) on partition {partition}: {len(records)} records, "
-        f"{len(records) / seconds:.0f} records/s on {args.threads} threads"
+        f"{speed:.0f} records/s on {args.threads} threads"
     )
     print(metrics.format_cell_table(result))
 
@@ -79,9 +125,8 @@ def main() -> None:
         )
     print(f"expected calibration error: {ece:.4f}")
 
-    cells = [k for k in result if k.endswith("_mcc2") and not np.isnan(result[k])]
-    mean = float(np.mean([result[k] for k in cells]))
-    checks = [(f"mean MCC2 over {len(cells)} cells >= {MEAN_MCC2}", mean, mean >= MEAN_MCC2)]
+    mean, cells = mean_mcc2(result)
+    checks = [(f"mean MCC2 over {cells} cells >= {MEAN_MCC2}", mean, mean >= MEAN_MCC2)]
     checks += [(f"{k} >= {v}", result[k], result[k] >= v) for k, v in CHECKS.items()]
     checks.append((f"ECE <= {MAX_ECE}", ece, ece <= MAX_ECE))
     if args.deepsig:

@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="passed to peftsp predict")
     parser.add_argument("--threads", type=int, default=None, help="passed to peftsp predict")
     parser.add_argument("--device", default=None, help="passed to peftsp predict")
+    parser.add_argument(
+        "--prior", choices=("proteome", "training"), default=None, help="passed to peftsp predict"
+    )
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: temporary)")
     args = parser.parse_args()
 
@@ -213,7 +216,7 @@ def main() -> None:
     print(table(["proteome", "file", "species", "group", "why"], rows, align="lllll"))
     print()
 
-    options = pass_through(args, ("model", "precision", "batch-size", "threads", "device"))
+    options = pass_through(args, ("model", "precision", "batch-size", "threads", "device", "prior"))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="proteome_sanity_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     commands: list[str] = []

@@ -27,6 +27,9 @@ MODEL_ENV = "PEFTSP_MODEL"
 DEFAULT_MODEL = Path(__file__).parent / "default_model"
 PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# `--precision auto`: fp16 on a GPU when the bundle has it, else fp32; on a CPU the bundle's
+# "cpu_precision" (set at export, after measuring that graph on held-out data), else fp32.
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 # The graph's inputs and output.
 INPUT_TOKENS, INPUT_KINGDOM, OUTPUT_EMISSIONS = "tokens", "kingdom", "emissions"
 # Organism ids of the kingdom input ("other" = unknown; kingdom-conditioned models are trained
@@ -73,9 +76,19 @@ class Bundle:
     def temperature(self) -> float:
         return float(self.meta.get("calibration", {}).get("temperature", 1.0))
 
+    def has_graph(self, precision: str) -> bool:
+        return PRECISION_FILES[precision] in self.meta["files"]
+
+    def auto_precision(self, gpu: bool) -> str:
+        """The graph `--precision auto` runs (see PRECISION_CHOICES)."""
+        if gpu:
+            return "fp16" if self.has_graph("fp16") else "fp32"
+        chosen = self.meta.get("cpu_precision", "fp32")
+        return chosen if self.has_graph(chosen) else "fp32"
+
     def onnx_path(self, precision: str) -> Path:
         name = PRECISION_FILES[precision]
-        if name not in self.meta["files"]:
+        if not self.has_graph(precision):
             have = [p for p, f in PRECISION_FILES.items() if f in self.meta["files"]]
             raise ModelError(
                 f"{self.path}: no {precision} graph in this bundle (has {', '.join(have)}); "
@@ -127,6 +140,7 @@ def metadata(
     checks: dict,
     metrics: dict | None,
     training: dict | None,
+    cpu_precision: str = "fp32",
 ) -> dict:
     """model.json content without the file checksums. `config` is the model config
     (backbone, backbone_shape, window, kingdom_conditioning, sequence_rules, PEFT settings)."""
@@ -147,6 +161,7 @@ def metadata(
         "organism_ids": ORGANISM_IDS,
         "crf": {key: np.asarray(value).tolist() for key, value in crf.items()},
         "export_check": checks,
+        "cpu_precision": cpu_precision,
         "metrics": metrics,
         "training": training or {},
     }
@@ -210,6 +225,10 @@ def check_metadata(meta: object, where: Path) -> None:
         raise ModelError(f"{where}: missing {', '.join(missing)}")
     if list(meta["states"]) != list(grammar.STATES):
         raise ModelError(f"{where}: the bundle's CRF states differ from this PEFT-SP's grammar")
+    if meta.get("cpu_precision", "fp32") not in PRECISIONS:
+        raise ModelError(
+            f"{where}: cpu_precision {meta['cpu_precision']!r} is not one of {PRECISIONS}"
+        )
     calibration = meta.get("calibration", {})
     temperature = calibration.get("temperature", 1.0)
     if not isinstance(temperature, int | float) or not 0.05 <= temperature <= 50:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from peftsp import __version__
-from peftsp.bundle import PRECISIONS, PRIORS
+from peftsp.bundle import PRECISION_CHOICES, PRECISIONS, PRIORS
 from peftsp.errors import PeftSPError
 from peftsp.grammar import ORGANISMS
 from peftsp.runtime import DEVICES
@@ -40,6 +40,12 @@ _HANDLERS = {
 
 # Proteins per model call (measured: batch 16 is as fast as 64 at 40% less memory).
 DEFAULT_BATCH_SIZE = 16
+
+PRECISION_HELP = (
+    "graph of the bundle to run; auto: fp16 on a GPU when the bundle has it (else fp32), on a "
+    "CPU the precision the bundle was exported for (the default model: int8, measured to keep "
+    "its held-out accuracy), else fp32"
+)
 
 # Default learning rate of each PEFT method (LoRA: the paper's 3B setting).
 DEFAULT_LR: dict[str, float] = {"lora": 0.0067, "adapter": 0.001, "prompt": 0.01, "full": 0.001}
@@ -196,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--model", required=True, help="training checkpoint (.pt) or model bundle")
     p.add_argument("--out", default=None, help="write the metrics CSV here")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle graph")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=PRECISION_HELP)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument(
         "--no-organism-rule",
@@ -223,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("--fp16", action="store_true", help="also write an fp16 ONNX for CUDA")
     p.add_argument("--int8", action="store_true", help="also write a dynamic int8 ONNX (CPU)")
+    p.add_argument(
+        "--cpu-precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="the graph `--precision auto` runs on a CPU (int8 needs --int8; choose it only "
+        "after measuring its held-out metrics against fp32)",
+    )
     p.add_argument("--name", default=None, help="model name (default: the checkpoint's folder)")
     p.add_argument(
         "--metrics",
@@ -255,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "need matplotlib: pip install 'peftsp[plot]'; one file per protein: slow on proteomes)",
     )
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=PRECISION_HELP)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--trt-cache", default=None, help="TensorRT engine/timing cache directory")
     p.add_argument(

@@ -117,7 +117,7 @@ def split_validation(
     )
 
 
-def open_model(model: str, precision: str = "fp32", threads: int | None = None):
+def open_model(model: str, precision: str = "auto", threads: int | None = None):
     """A session for a bundle directory (ONNX Runtime) or a training checkpoint (PyTorch)."""
     if Path(model).is_dir():
         from peftsp.bundle import load_bundle

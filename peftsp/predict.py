@@ -388,10 +388,6 @@ def predict_command(args) -> None:
     outdir = Path(args.outdir)
     check_outdir(outdir, args.overwrite)
     bundle = load_bundle(args.model)
-    run_info = run_information(bundle, args.organism, args.precision, args.prior)
-    if args.sample is not None:  # shards of one sample merge only with each other
-        run_info["sample"] = sample
-    warn_demo_model(bundle, run_info)
     session = Session(
         bundle,
         device=args.device,
@@ -400,6 +396,10 @@ def predict_command(args) -> None:
         batch_size=args.batch_size,
         trt_cache=args.trt_cache,
     )
+    run_info = run_information(bundle, args.organism, session.precision, args.prior)
+    if args.sample is not None:  # shards of one sample merge only with each other
+        run_info["sample"] = sample
+    warn_demo_model(bundle, run_info)
     summary = predict_into(
         args.fasta,
         outdir,

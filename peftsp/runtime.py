@@ -48,6 +48,18 @@ def provider_chain(
     return [*chain, _CPU]
 
 
+def resolve_precision(bundle: Bundle, precision: str, device: str) -> str:
+    """The graph to run: `precision`, or for "auto" the bundle's choice for the device (a GPU
+    when --device cuda/tensorrt, or auto with a GPU provider installed)."""
+    if precision != "auto":
+        return precision
+    import onnxruntime as ort
+
+    gpu_providers = {_TRT, _CUDA} & set(ort.get_available_providers())
+    gpu = device in ("cuda", "tensorrt") or (device == "auto" and bool(gpu_providers))
+    return bundle.auto_precision(gpu)
+
+
 def tensorrt_options(bundle: Bundle, batch_size: int, cache: str | Path | None) -> dict:
     """TensorRT EP options: fp16, engine + timing cache, shape profiles for the window."""
     tokens = bundle.window + 2
@@ -77,7 +89,7 @@ class Session:
         self,
         bundle: Bundle,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         threads: int | None = None,
         batch_size: int = 64,
         trt_cache: str | Path | None = None,
@@ -87,6 +99,7 @@ class Session:
         if device not in DEVICES:
             raise DeviceError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
         self.bundle = bundle
+        self.precision = precision = resolve_precision(bundle, precision, device)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:

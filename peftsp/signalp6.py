@@ -235,18 +235,18 @@ def run(args: argparse.Namespace) -> None:
     if outdir.is_dir() and any(outdir.iterdir()):
         log.warning("%s is not empty: SignalP 6.0's files there will be replaced", outdir)
     bundle = load_bundle(_model(args))
-    run_info = run_information(bundle, organism, "fp32")
-    warn_demo_model(bundle, run_info)
-    if args.mode != "fast":
-        log.info("--mode %s: PEFT-SP has one model; it is used for every mode", args.mode)
     session = Session(
         bundle,
         device=args.peftsp_device,
-        precision="fp32",
+        precision="auto",
         threads=args.torch_num_threads,
         batch_size=args.bsize,
         trt_cache=None,
     )
+    run_info = run_information(bundle, organism, session.precision)
+    warn_demo_model(bundle, run_info)
+    if args.mode != "fast":
+        log.info("--mode %s: PEFT-SP has one model; it is used for every mode", args.mode)
     summary = predict_into(
         args.fastafile,
         outdir,

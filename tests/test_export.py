@@ -83,6 +83,51 @@ def test_export_command_writes_int8_and_fp16_variants(trained, tmp_path):
     fp32 = Session(loaded, "cpu").emissions(ids, kingdom)
     int8 = Session(loaded, "cpu", precision="int8").emissions(ids, kingdom)
     assert np.isfinite(int8).all() and export.max_abs_diff(int8, fp32, lengths) < 1.0
+    import onnx
+
+    nodes = onnx.load(str(out / "model.int8.onnx")).graph.node
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) >= 4  # the layers are quantized
+    head = [n.op_type for n in nodes if "/head/" in n.name and "MatMul" in n.op_type]
+    assert head == ["MatMul"]  # the emission head is not
+
+
+def test_precision_auto_runs_the_graph_the_bundle_was_exported_for(
+    trained, bundle, synthetic_file, tmp_path, capsys
+):
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(trained("adapter")), "--outdir", str(out), "--quiet"]
+    assert main([*argv, "--cpu-precision", "int8"]) == 1
+    assert "--cpu-precision int8: export that graph too (--int8)" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--int8", "--fp16", "--cpu-precision", "int8"]) == 0
+    loaded = load_bundle(out)
+    assert Session(loaded, "cpu").precision == "int8"
+    assert Session(loaded, "cpu", precision="fp32").precision == "fp32"
+    assert loaded.auto_precision(gpu=True) == "fp16"
+    plain = load_bundle(bundle("lora"))  # fp32 only, exported without a choice
+    assert plain.auto_precision(gpu=False) == plain.auto_precision(gpu=True) == "fp32"
+    runs = {}
+    for precision in ("auto", "int8", "fp32"):
+        pred = tmp_path / precision
+        argv = ["predict", "--fasta", str(synthetic_file), "--outdir", str(pred), "--quiet"]
+        assert main([*argv, "--model", str(out), "--precision", precision]) == 0
+        runs[precision] = json.loads((pred / "output.json").read_text())
+    assert runs["auto"]["run"]["precision"] == "int8"
+    assert runs["auto"]["run"]["model_sha256"] == loaded.meta["files"]["model.int8.onnx"]["sha256"]
+    assert runs["auto"]["predictions"] == runs["int8"]["predictions"]
+    assert runs["fp32"]["run"]["precision"] == "fp32"
+
+
+def test_a_bundle_naming_an_unknown_cpu_precision_is_refused(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle("lora"), copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["cpu_precision"] = "int4"
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="cpu_precision 'int4'"):
+        load_bundle(copy)
 
 
 def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(trained, tmp_path):

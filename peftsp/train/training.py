@@ -295,11 +295,12 @@ def config_from_args(args, esm) -> ModelConfig:
     )
 
 
-def options_from_args(args) -> TrainOptions:
+def options_from_args(args, peft: str) -> TrainOptions:
+    """Training options of `peftsp train`/`crossval`; peft picks the default learning rate."""
     return TrainOptions(
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr if args.lr is not None else DEFAULT_LR[args.peft],
+        lr=args.lr if args.lr is not None else DEFAULT_LR[peft],
         weight_decay=args.weight_decay,
         clip=args.clip,
         region_weight=args.region_weight,
@@ -337,10 +338,11 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         train = train[: args.limit]
     outdir.mkdir(parents=True, exist_ok=True)
     model = initial_model(args)
+    options = options_from_args(args, model.config.peft)
     model.to(training_device(args.device))
     log.info(
         "training %s on %d records (validation %d, test %d); %d trainable parameters",
-        args.peft,
+        model.config.peft,
         len(train),
         len(val_records),
         len(test_records),
@@ -352,12 +354,12 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         "val_partition": None if getattr(args, "val_fraction", None) else val,
         "val_fraction": getattr(args, "val_fraction", None),
         "train_records": len(train),
-        "options": vars(options_from_args(args)),
+        "options": vars(options),
     }
     if getattr(args, "init", None):
         about["init"] = str(args.init)
     resume = getattr(args, "resume", False)
-    best = fit(model, train, val_records, options_from_args(args), outdir, about, resume)
+    best = fit(model, train, val_records, options, outdir, about, resume)
     model, _ = load_checkpoint(outdir / "model.pt")
     model.to(training_device(args.device))
     test_metrics = evaluation.labelled_metrics(CheckpointSession(model), test_records)
