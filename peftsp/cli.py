@@ -31,6 +31,7 @@ _HANDLERS = {
     "crossval": "peftsp.train.crossval:crossval_command",
     "evaluate": "peftsp.evaluation:evaluate_command",
     "calibrate": "peftsp.calibration:calibrate_command",
+    "average": "peftsp.train.training:average_command",
     "export": "peftsp.train.export:export_command",
     "predict": "peftsp.predict:predict_command",
     "shard": "peftsp.workflow.shard:shard_command",
@@ -222,6 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="CSV with columns fasta,organism: unlabelled proteomes for the type-prior EM",
     )
+    _add_common(p)
+
+    p = sub.add_parser(
+        "average",
+        help="average the weights of checkpoints of one model (a model soup: epochs or "
+        "fine-tuning runs of one training, same architecture)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        nargs="+",
+        required=True,
+        help="model.pt or last.pt files of `peftsp train` runs of the same model",
+    )
+    p.add_argument("--out", required=True, help="the averaged checkpoint (.pt) to write")
     _add_common(p)
 
     p = sub.add_parser("export", help="merge PEFT weights and export a model bundle (ONNX)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from peftsp import writers
+from peftsp.bundle import DEFAULT_MODEL
 from peftsp.cli import main
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
@@ -264,7 +265,11 @@ def test_default_model_predicts_the_test_proteome_without_model_option(tmp_path)
     headers = [line for line in fasta.read_text().splitlines() if line.startswith(">")]
     assert ids_of(tmp_path / "out") == [h[1:].split()[0] for h in headers]
     info = json.loads((tmp_path / "out" / "output.json").read_text())["run"]
-    assert info["model"] == "peftsp-default-L4E256-rules"
+    embedded = json.loads((DEFAULT_MODEL / "model.json").read_text())
+    assert info["model"] == embedded["name"] and info["demo_model"] is True
+    graph = {"fp32": "model.onnx", "int8": "model.int8.onnx"}[info["precision"]]
+    assert info["precision"] == embedded.get("cpu_precision", "fp32")
+    assert info["model_sha256"] == embedded["files"][graph]["sha256"]
 
 
 # --- options of the SignalP 6.0 drop-in work: organism spellings, sample, plots, outdir ------

@@ -122,6 +122,37 @@ def test_resume_refuses_a_missing_state_or_another_model(tiny_backbone_file, tmp
     assert "another model" in capsys.readouterr().err
 
 
+def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path, capsys):
+    data = write_dataset(tmp_path / "d.fasta", per_type=3)
+    run, again, other = tmp_path / "run", tmp_path / "again", tmp_path / "other"
+    assert main(_train_argv(data, tiny_backbone_file, run, 2)) == 0
+    assert main([*_train_argv(data, tiny_backbone_file, again, 1), "--seed", "1"]) == 0
+    soup = tmp_path / "soup.pt"
+    argv = ["average", "--checkpoints", str(run / "model.pt"), str(again / "last.pt")]
+    assert main([*argv, "--out", str(soup), "--quiet"]) == 0
+    best = _weights(run / "model.pt")
+    last = torch.load(again / "last.pt", weights_only=True)["model"]
+    averaged, extra = _weights(soup), torch.load(soup, weights_only=True)["extra"]
+    assert set(averaged) == set(best)
+    for name, value in best.items():
+        if value.is_floating_point():
+            assert torch.allclose(averaged[name], (value + last[name]) / 2, atol=1e-7)
+        else:  # masks and other fixed buffers
+            assert torch.equal(averaged[name], value)
+    changed = [n for n, v in best.items() if v.is_floating_point() and not torch.equal(v, last[n])]
+    assert changed  # the two checkpoints differ, so the mean is a new model
+    assert extra["test_partition"] == 0 and len(extra["averaged"]) == 2
+    model, _ = load_checkpoint(soup)  # a checkpoint export and evaluate read
+    assert model.config.lora_rank == 4
+    argv_other = [*_train_argv(data, tiny_backbone_file, other, 1), "--lora-rank", "2"]
+    assert main(argv_other) == 0
+    assert main([*argv, str(other / "model.pt"), "--out", str(tmp_path / "x.pt")]) == 1
+    assert "configs differ" in capsys.readouterr().err
+    assert main(["average", "--checkpoints", str(data), "--out", str(tmp_path / "y.pt")]) == 1
+    assert "not a readable PEFT-SP checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
+
 def test_init_continues_from_a_trained_checkpoint(trained, synthetic_file, tmp_path, capsys):
     start = trained("lora")
     out = tmp_path / "more"

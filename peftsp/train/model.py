@@ -184,6 +184,14 @@ def save_checkpoint(model: SignalPeptideModel, path: str | Path, extra: dict | N
         torch.save(payload, handle)
 
 
+def model_from_config(config: dict) -> SignalPeptideModel:
+    """An untrained model of a checkpoint's config (a frozen backbone loaded from its spec)."""
+    parsed = ModelConfig.from_dict(config)
+    if parsed.stores_backbone:
+        return SignalPeptideModel(backbone.build_backbone(parsed.backbone_shape), parsed)
+    return SignalPeptideModel.create(parsed)
+
+
 def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
     """Rebuild a model from a checkpoint written by save_checkpoint (eval mode)."""
     path = Path(path)
@@ -195,12 +203,7 @@ def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
         raise ModelError(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != "peftsp-checkpoint":
         raise ModelError(f"{path}: not a PEFT-SP checkpoint (written by `peftsp train`)")
-    config = ModelConfig.from_dict(payload["config"])
-    if config.stores_backbone:
-        esm = backbone.build_backbone(config.backbone_shape)
-        model = SignalPeptideModel(esm, config)
-    else:
-        model = SignalPeptideModel.create(config)
+    model = model_from_config(payload["config"])
     state = payload["state"]
     missing = sorted(set(_saved_state(model)) - set(state))
     unexpected = sorted(set(state) - set(model.state_dict()))

@@ -26,6 +26,7 @@ from peftsp.train.model import (
     ModelConfig,
     SignalPeptideModel,
     load_checkpoint,
+    model_from_config,
     save_checkpoint,
 )
 
@@ -181,6 +182,49 @@ def load_progress(path: Path, model, optimizer, rng: np.random.Generator) -> dic
     rng.bit_generator.state = json.loads(payload["numpy_rng"])
     torch.set_rng_state(payload["torch_rng"])
     return json.loads(payload["state"])
+
+
+def checkpoint_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """(model config, weights, extra) of a model.pt (`save_checkpoint`) or a last.pt
+    (`save_progress`) file."""
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise InputError(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
+    kind = payload.get("format") if isinstance(payload, dict) else None
+    if kind == "peftsp-checkpoint":
+        return payload["config"], payload["state"], payload.get("extra", {})
+    if kind == "peftsp-progress":
+        return payload["config"], payload["model"], json.loads(payload["state"])
+    raise InputError(f"{path}: not a PEFT-SP checkpoint (model.pt or last.pt of `peftsp train`)")
+
+
+def average_command(args) -> None:
+    """`peftsp average`: the mean of the weights of checkpoints of one model (a model soup,
+    Wortsman et al. 2022): trained weights and head are averaged, frozen ones are shared."""
+    paths = [Path(p) for p in args.checkpoints]
+    loaded = [checkpoint_weights(p) for p in paths]
+    config, first, _ = loaded[0]
+    for path, (other, weights, _) in zip(paths[1:], loaded[1:], strict=True):
+        if other != config:
+            raise InputError(f"{path}: another model than {paths[0]} (configs differ)")
+        if not set(first) <= set(weights):
+            raise InputError(f"{path}: lacks weights of {paths[0]}")
+    averaged = {
+        name: torch.stack([w[name].double() for _, w, _ in loaded]).mean(0).to(value.dtype)
+        for name, value in first.items()
+    }
+    model = model_from_config(config)
+    unknown = set(averaged) - set(model.state_dict())
+    if unknown:
+        raise InputError(f"{paths[0]}: weights its model does not have: {sorted(unknown)[:5]}")
+    model.load_state_dict(averaged, strict=False)
+    # The training record (split, options) that calibrate and export need: the first model.pt's.
+    about = next((extra for _, _, extra in loaded if "test_partition" in extra), {})
+    save_checkpoint(model, args.out, extra={**about, "averaged": [str(p) for p in paths]})
+    print(f"wrote {args.out}: the mean of {len(paths)} checkpoints")
 
 
 def fit(
