@@ -213,6 +213,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="passed to peftsp predict")
     parser.add_argument("--device", default=None, help="passed to peftsp predict")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile breakdown")
+    parser.add_argument(
+        "--also-precision",
+        action="append",
+        default=[],
+        choices=("fp32", "int8", "fp16"),
+        help="one more `peftsp predict` in the same run with this --precision (repeatable)",
+    )
     args = parser.parse_args()
 
     fasta = Path(args.fasta).resolve()
@@ -243,6 +250,16 @@ def main() -> None:
     check_ran(ours, argv, workdir / "peftsp.log")
     commands.append(show_command(argv))
     our_calls = read_peftsp(ours_out)
+    variants = []
+    for precision in args.also_precision:
+        out = workdir / f"predict_out_{precision}"
+        shutil.rmtree(out, ignore_errors=True)
+        argv = peftsp_argv(fasta, out, organism, [*options, "--precision", precision])
+        stats = run_measured(argv, workdir / f"peftsp_{precision}.log")
+        check_ran(stats, argv, workdir / f"peftsp_{precision}.log")
+        commands.append(show_command(argv))
+        calls = read_peftsp(out)
+        variants.append((f"PEFT-SP --precision {precision}", stats, calls))
 
     if len(peer_calls) != proteins or len(our_calls) != proteins:
         print(f"WARNING: {proteins} proteins in, DeepSig {len(peer_calls)}, PEFT-SP "
@@ -254,6 +271,7 @@ def main() -> None:
     for name, stats, sp_calls in (
         ("DeepSig", peer, sum(c.is_sp for c in peer_calls.values())),
         ("PEFT-SP", ours, sum(c.sp_type != "NO_SP" for c in our_calls)),
+        *((n, s, sum(c.sp_type != "NO_SP" for c in calls)) for n, s, calls in variants),
     ):
         rows.append([
             name, f"{stats.wall_s:.1f}", f"{stats.user_s + stats.sys_s:.1f}",
@@ -266,6 +284,8 @@ def main() -> None:
         f"{(peer.user_s + peer.sys_s) / (ours.user_s + ours.sys_s):.1f}x (CPU time); "
         f"peak RSS ratio {ours.max_rss_mib / peer.max_rss_mib:.2f}"
     )
+    for name, stats, _ in variants:
+        print(f"{name} / DeepSig speed: {peer.wall_s / stats.wall_s:.1f}x (wall)")
 
     if not args.no_profile:
         wrapper = workdir / "profiler" / "profile_predict.py"  # alone: its folder is sys.path[0]
