@@ -38,7 +38,8 @@ def provider_chain(
     if device == "cuda" and _CUDA not in available:
         raise DeviceError(
             "--device cuda: this onnxruntime has no CUDA provider "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu with CUDA 13"
+            f"(available: {', '.join(available)}); install the onnxruntime-gpu build for your "
+            "CUDA (12 or 13) and cuDNN 9"
         )
     chain: list = []
     if device in ("auto", "tensorrt") and _TRT in available:

@@ -118,6 +118,26 @@ def test_precision_auto_runs_the_graph_the_bundle_was_exported_for(
     assert runs["fp32"]["run"]["precision"] == "fp32"
 
 
+def test_precision_auto_picks_fp16_where_a_gpu_provider_runs_it(trained, tmp_path, monkeypatch):
+    import onnxruntime
+
+    from peftsp.runtime import resolve_precision
+
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(trained("adapter")), "--outdir", str(out), "--quiet"]
+    assert main([*argv, "--int8", "--fp16", "--cpu-precision", "int8"]) == 0
+    loaded = load_bundle(out)
+    cpu_only = ["CPUExecutionProvider"]
+    with_gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", *cpu_only]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: cpu_only)
+    assert resolve_precision(loaded, "auto", "auto") == "int8"
+    assert resolve_precision(loaded, "auto", "cuda") == "fp16"  # asked for: a GPU graph
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: with_gpu)
+    assert resolve_precision(loaded, "auto", "auto") == "fp16"
+    assert resolve_precision(loaded, "auto", "cpu") == "int8"
+    assert resolve_precision(loaded, "fp32", "tensorrt") == "fp32"  # an explicit choice stays
+
+
 def test_a_bundle_naming_an_unknown_cpu_precision_is_refused(bundle, tmp_path):
     import shutil
 
