@@ -192,17 +192,24 @@ def model_from_config(config: dict) -> SignalPeptideModel:
     return SignalPeptideModel.create(parsed)
 
 
-def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
-    """Rebuild a model from a checkpoint written by save_checkpoint (eval mode)."""
-    path = Path(path)
+def read_torch_file(path: Path, formats: tuple[str, ...], error: type[Exception] = ModelError):
+    """The payload of a file PEFT-SP wrote with torch.save, if its "format" is one of formats;
+    else `error` naming the file."""
     if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found")
+        raise error(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise ModelError(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != "peftsp-checkpoint":
-        raise ModelError(f"{path}: not a PEFT-SP checkpoint (written by `peftsp train`)")
+        raise error(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
+        raise error(f"{path}: not a PEFT-SP checkpoint (written by `peftsp train`)")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
+    """Rebuild a model from a checkpoint written by save_checkpoint (eval mode)."""
+    path = Path(path)
+    payload = read_torch_file(path, ("peftsp-checkpoint",))
     model = model_from_config(payload["config"])
     state = payload["state"]
     missing = sorted(set(_saved_state(model)) - set(state))

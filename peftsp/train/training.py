@@ -27,6 +27,7 @@ from peftsp.train.model import (
     SignalPeptideModel,
     load_checkpoint,
     model_from_config,
+    read_torch_file,
     save_checkpoint,
 )
 
@@ -169,12 +170,7 @@ def load_progress(path: Path, model, optimizer, rng: np.random.Generator) -> dic
     """Restore what save_progress wrote into model, optimizer and rng; returns its state."""
     if not path.is_file():
         raise InputError(f"{path}: nothing to resume (no finished epoch was saved there)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise InputError(f"{path}: not a readable PEFT-SP training state ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != "peftsp-progress":
-        raise InputError(f"{path}: not a PEFT-SP training state")
+    payload = read_torch_file(path, ("peftsp-progress",), InputError)
     if payload["config"] != model.config.to_dict():
         raise InputError(f"{path}: saved by a run with another model; resume with its options")
     model.load_state_dict(payload["model"])
@@ -187,18 +183,10 @@ def load_progress(path: Path, model, optimizer, rng: np.random.Generator) -> dic
 def checkpoint_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """(model config, weights, extra) of a model.pt (`save_checkpoint`) or a last.pt
     (`save_progress`) file."""
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise InputError(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
-    kind = payload.get("format") if isinstance(payload, dict) else None
-    if kind == "peftsp-checkpoint":
+    payload = read_torch_file(path, ("peftsp-checkpoint", "peftsp-progress"), InputError)
+    if payload["format"] == "peftsp-checkpoint":
         return payload["config"], payload["state"], payload.get("extra", {})
-    if kind == "peftsp-progress":
-        return payload["config"], payload["model"], json.loads(payload["state"])
-    raise InputError(f"{path}: not a PEFT-SP checkpoint (model.pt or last.pt of `peftsp train`)")
+    return payload["config"], payload["model"], json.loads(payload["state"])
 
 
 def average_command(args) -> None:
