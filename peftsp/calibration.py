@@ -190,7 +190,8 @@ def calibrate_command(args) -> None:
     test = int(training["test_partition"])
     others = [p for p in sorted({r.partition for r in records}) if p != test]
     train, val, _ = split_partitions(records, test, others[0])
-    train, val = split_validation(train + val, float(training["val_fraction"]), options["seed"])
+    seed = training.get("val_seed", options["seed"])  # bundles before --val-seed: --seed
+    train, val = split_validation(train + val, float(training["val_fraction"]), seed)
     fraction = float(options.get("majority_fraction", 1.0))
     sheet = read_proteome_sheet(args.proteomes)
     groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})

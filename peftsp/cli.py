@@ -190,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate on this seeded share of the non-test records instead of a partition "
         "(trains on every partition but the test one)",
     )
+    p.add_argument(
+        "--val-seed",
+        type=int,
+        default=0,
+        help="seed of the --val-fraction split, apart from --seed so that runs continued with "
+        "--init validate on the records their starting model never trained on (default: 0)",
+    )
     p.add_argument("--outdir", required=True)
     _add_common(p)
 

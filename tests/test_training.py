@@ -153,6 +153,30 @@ def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
+def test_models_trained_on_other_validation_records_are_not_built_on(
+    tiny_backbone_file, tmp_path, capsys
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=3)
+    first, third = tmp_path / "first", tmp_path / "third"
+    share = ["--val-fraction", "0.2"]
+    assert main([*_train_argv(data, tiny_backbone_file, first, 1), *share]) == 0
+    start = first / "model.pt"
+    cont = ["train", "--data", str(data), "--init", str(start), "--epochs", "1", *share]
+    cont += ["--batch-size", "8", "--quiet"]
+    # another --seed keeps the validation records (the split has its own --val-seed)
+    assert main([*cont, "--seed", "5", "--outdir", str(tmp_path / "same")]) == 0
+    assert main([*cont, "--val-seed", "1", "--outdir", str(tmp_path / "other")]) == 1
+    assert "its validation records would be trained on" in capsys.readouterr().err
+    assert main([*cont, "--val-fraction", "0.3", "--outdir", str(tmp_path / "other")]) == 1
+    assert not (tmp_path / "other" / "model.pt").exists()
+    soup = ["average", "--out", str(tmp_path / "soup.pt"), "--quiet", "--checkpoints", str(start)]
+    assert main([*soup, str(tmp_path / "same" / "last.pt")]) == 0
+    other_split = [*_train_argv(data, tiny_backbone_file, third, 1), *share, "--val-seed", "1"]
+    assert main(other_split) == 0
+    assert main([*soup, str(third / "last.pt")]) == 1
+    assert "its validation records would be trained on" in capsys.readouterr().err
+
+
 def test_init_continues_from_a_trained_checkpoint(trained, synthetic_file, tmp_path, capsys):
     start = trained("lora")
     out = tmp_path / "more"

@@ -186,7 +186,7 @@ def checkpoint_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]
     payload = read_torch_file(path, ("peftsp-checkpoint", "peftsp-progress"), InputError)
     if payload["format"] == "peftsp-checkpoint":
         return payload["config"], payload["state"], payload.get("extra", {})
-    return payload["config"], payload["model"], json.loads(payload["state"])
+    return payload["config"], payload["model"], json.loads(payload["state"]).get("about", {})
 
 
 def average_command(args) -> None:
@@ -211,6 +211,8 @@ def average_command(args) -> None:
     model.load_state_dict(averaged, strict=False)
     # The training record (split, options) that calibrate and export need: the first model.pt's.
     about = next((extra for _, _, extra in loaded if "test_partition" in extra), {})
+    for path, (_, _, extra) in zip(paths, loaded, strict=True):
+        check_same_split(str(path), extra, about)
     save_checkpoint(model, args.out, extra={**about, "averaged": [str(p) for p in paths]})
     print(f"wrote {args.out}: the mean of {len(paths)} checkpoints")
 
@@ -293,7 +295,7 @@ def fit(
             model,
             optimizer,
             rng,
-            {"epoch": epoch, "history": history, "best": best},
+            {"epoch": epoch, "history": history, "best": best, "about": about or {}},
         )
     return best
 
@@ -342,34 +344,59 @@ def options_from_args(args, peft: str) -> TrainOptions:
     )
 
 
-def initial_model(args) -> SignalPeptideModel:
-    """A new model on --backbone, or the trained model of --init (for `peftsp train`)."""
+def initial_model(args) -> tuple[SignalPeptideModel, dict]:
+    """A new model on --backbone, or the trained model of --init and its training record."""
     init = getattr(args, "init", None)
     if init and args.backbone:
         raise InputError(
             "--init takes the backbone from its checkpoint: give one of --init, --backbone"
         )
     if init:
-        model, _ = load_checkpoint(init)
+        model, extra = load_checkpoint(init)
         log.info("starting from %s (its backbone, PEFT method and head)", init)
-        return model
+        return model, extra
     if not args.backbone:
         raise InputError("one of --backbone, --init is required")
     esm = backbone.load_backbone(args.backbone, seed=args.seed)
-    return SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed)
+    return SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed), {}
+
+
+def validation_split(about: dict) -> dict:
+    """What decides a run's validation records (test partition, validation partition or
+    seeded share); records of runs before --val-seed used their --seed for the share."""
+    fraction = about.get("val_fraction")
+    seed = about.get("val_seed", (about.get("options") or {}).get("seed")) if fraction else None
+    return {
+        "test_partition": about.get("test_partition"),
+        "val_partition": None if fraction else about.get("val_partition"),
+        "val_fraction": fraction,
+        "val_seed": seed,
+    }
+
+
+def check_same_split(what: str, earlier: dict, now: dict) -> None:
+    """Refuse to build on a model trained with other validation records: they would be in its
+    training data, and validation scores would no longer be held-out figures."""
+    if "test_partition" in earlier and validation_split(earlier) != validation_split(now):
+        raise InputError(
+            f"{what} was trained with validation split {validation_split(earlier)}, this run "
+            f"uses {validation_split(now)}: its validation records would be trained on; use "
+            "the same --test-partition/--val-partition/--val-fraction/--val-seed"
+        )
 
 
 def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: Path) -> dict:
     """Train one (test, validation) split into outdir; returns test metrics of the best epoch."""
     train, val_records, test_records = evaluation.split_partitions(records, test, val)
-    if getattr(args, "val_fraction", None):
+    fraction = getattr(args, "val_fraction", None)
+    if fraction:
         train, val_records = evaluation.split_validation(
-            train + val_records, args.val_fraction, args.seed
+            train + val_records, fraction, args.val_seed
         )
     if args.limit:
         train = train[: args.limit]
     outdir.mkdir(parents=True, exist_ok=True)
-    model = initial_model(args)
+    model, started_from = initial_model(args)
     options = options_from_args(args, model.config.peft)
     model.to(training_device(args.device))
     log.info(
@@ -383,12 +410,14 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     about = {
         "data": str(args.data),
         "test_partition": test,
-        "val_partition": None if getattr(args, "val_fraction", None) else val,
-        "val_fraction": getattr(args, "val_fraction", None),
+        "val_partition": None if fraction else val,
+        "val_fraction": fraction,
+        "val_seed": args.val_seed if fraction else None,
         "train_records": len(train),
         "options": vars(options),
     }
     if getattr(args, "init", None):
+        check_same_split(args.init, started_from, about)
         about["init"] = str(args.init)
     resume = getattr(args, "resume", False)
     best = fit(model, train, val_records, options, outdir, about, resume)
