@@ -28,7 +28,12 @@ import numpy as np
 from peftsp import grammar
 from peftsp.bundle import ORGANISM_IDS, Bundle, load_bundle
 from peftsp.errors import PeftSPError
-from peftsp.evaluation import predict_labelled, split_partitions, split_validation
+from peftsp.evaluation import (
+    predict_labelled,
+    recorded_split,
+    split_partitions,
+    split_validation,
+)
 from peftsp.fasta import LabelledRecord, read_labelled_list, read_proteins
 from peftsp.files import atomic_write
 from peftsp.predict import predict_proteins, tempered
@@ -190,7 +195,7 @@ def calibrate_command(args) -> None:
     test = int(training["test_partition"])
     others = [p for p in sorted({r.partition for r in records}) if p != test]
     train, val, _ = split_partitions(records, test, others[0])
-    seed = training.get("val_seed", options["seed"])  # bundles before --val-seed: --seed
+    seed = recorded_split(training)["val_seed"]
     train, val = split_validation(train + val, float(training["val_fraction"]), seed)
     fraction = float(options.get("majority_fraction", 1.0))
     sheet = read_proteome_sheet(args.proteomes)

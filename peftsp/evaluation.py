@@ -117,6 +117,19 @@ def split_validation(
     )
 
 
+def recorded_split(about: dict) -> dict:
+    """What decides a run's validation records (test partition, validation partition or
+    seeded share); records of runs before --val-seed used their --seed for the share."""
+    fraction = about.get("val_fraction")
+    seed = about.get("val_seed", (about.get("options") or {}).get("seed")) if fraction else None
+    return {
+        "test_partition": about.get("test_partition"),
+        "val_partition": None if fraction else about.get("val_partition"),
+        "val_fraction": fraction,
+        "val_seed": seed,
+    }
+
+
 def open_model(model: str, precision: str = "auto", threads: int | None = None):
     """A session for a bundle directory (ONNX Runtime) or a training checkpoint (PyTorch)."""
     if Path(model).is_dir():

@@ -361,27 +361,17 @@ def initial_model(args) -> tuple[SignalPeptideModel, dict]:
     return SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed), {}
 
 
-def validation_split(about: dict) -> dict:
-    """What decides a run's validation records (test partition, validation partition or
-    seeded share); records of runs before --val-seed used their --seed for the share."""
-    fraction = about.get("val_fraction")
-    seed = about.get("val_seed", (about.get("options") or {}).get("seed")) if fraction else None
-    return {
-        "test_partition": about.get("test_partition"),
-        "val_partition": None if fraction else about.get("val_partition"),
-        "val_fraction": fraction,
-        "val_seed": seed,
-    }
-
-
 def check_same_split(what: str, earlier: dict, now: dict) -> None:
     """Refuse to build on a model trained with other validation records: they would be in its
     training data, and validation scores would no longer be held-out figures."""
-    if "test_partition" in earlier and validation_split(earlier) != validation_split(now):
+    if "test_partition" not in earlier:
+        return
+    was, will = evaluation.recorded_split(earlier), evaluation.recorded_split(now)
+    if was != will:
         raise InputError(
-            f"{what} was trained with validation split {validation_split(earlier)}, this run "
-            f"uses {validation_split(now)}: its validation records would be trained on; use "
-            "the same --test-partition/--val-partition/--val-fraction/--val-seed"
+            f"{what} was trained with validation split {was}, this run uses {will}: its "
+            "validation records would be trained on; use the same --test-partition/"
+            "--val-partition/--val-fraction/--val-seed"
         )
 
 
@@ -395,7 +385,6 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         )
     if args.limit:
         train = train[: args.limit]
-    outdir.mkdir(parents=True, exist_ok=True)
     model, started_from = initial_model(args)
     options = options_from_args(args, model.config.peft)
     model.to(training_device(args.device))
@@ -419,6 +408,7 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     if getattr(args, "init", None):
         check_same_split(args.init, started_from, about)
         about["init"] = str(args.init)
+    outdir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     resume = getattr(args, "resume", False)
     best = fit(model, train, val_records, options, outdir, about, resume)
     model, _ = load_checkpoint(outdir / "model.pt")
