@@ -31,7 +31,7 @@ from peftsp.bundle import DEFAULT_MODEL, load_bundle
 from peftsp.calibration import expected_calibration_error, reliability
 from peftsp.evaluation import predict_labelled, record_metrics
 from peftsp.fasta import read_labelled_list
-from peftsp.runtime import Session
+from peftsp.runtime import Session, resolve_precision
 
 CHECKS = {"EUKARYA_SP_mcc2": 0.93, "NEGATIVE_LIPO_mcc2": 0.95}
 MEAN_MCC2 = 0.65
@@ -54,8 +54,9 @@ def mean_mcc2(result: dict) -> tuple[float, int]:
     return float(np.mean([result[k] for k in cells])), len(cells)
 
 
-def compare_int8(bundle, records, threads: int) -> None:
-    """Print fp32 against int8 on the held-out records and the rule's verdict."""
+def compare_int8(bundle, records, threads: int) -> dict:
+    """Print fp32 against int8 on the held-out records and the rule's verdict; returns both
+    runs (held_out's results) by precision."""
     runs = {p: held_out(bundle, records, p, threads) for p in ("fp32", "int8")}
     means = {p: mean_mcc2(run[2])[0] for p, run in runs.items()}
     print("\n| graph | records/s | mean MCC2 | " + " | ".join(CHECKS) + " |")
@@ -76,6 +77,7 @@ def compare_int8(bundle, records, threads: int) -> None:
         f"=> int8 {verdict} the CPU default (bundle's cpu_precision: "
         f"{bundle.meta.get('cpu_precision', 'fp32')})\n"
     )
+    return runs
 
 
 def main() -> None:
@@ -102,9 +104,10 @@ def main() -> None:
     if partition is None:
         partition = int(bundle.meta.get("training", {}).get("test_partition", 0))
     records = [r for r in read_labelled_list(args.data) if r.partition == partition]
-    if args.compare_int8:
-        compare_int8(bundle, records, args.threads)
-    precision, predictions, result, speed = held_out(bundle, records, args.precision, args.threads)
+    runs = compare_int8(bundle, records, args.threads) if args.compare_int8 else {}
+    precision = resolve_precision(bundle, args.precision, "cpu")
+    run = runs.get(precision) or held_out(bundle, records, precision, args.threads)
+    _, predictions, result, speed = run
     print(
         f"{args.model} ({precision}, model {bundle.name}, temperature "
         f"{bundle.temperature:.3f}) on partition {partition}: {len(records)} records, "
