@@ -23,7 +23,10 @@ def umask() -> int:
 def make_temp(directory: Path, name: str) -> tuple[int, Path]:
     """A new hidden temporary file for `name` in `directory` with the permissions a plain
     open() would give (mkstemp's are owner-only). Returns (fd, path)."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    except OSError as err:  # name the file the user asked for, not the temporary one
+        raise type(err)(err.errno, err.strerror, str(directory / name)) from err
     os.fchmod(fd, 0o666 & ~umask())
     return fd, Path(tmp)
 

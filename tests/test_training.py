@@ -150,6 +150,10 @@ def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path
     assert "configs differ" in capsys.readouterr().err
     assert main(["average", "--checkpoints", str(data), "--out", str(tmp_path / "y.pt")]) == 1
     assert "not a readable PEFT-SP checkpoint" in capsys.readouterr().err
+    nowhere = tmp_path / "missing" / "soup.pt"
+    assert main([*argv, "--out", str(nowhere)]) == 1
+    err = capsys.readouterr().err
+    assert f"No such file or directory: '{nowhere}'" in err and ".tmp" not in err
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
