@@ -132,6 +132,13 @@ def _add_training_options(p: argparse.ArgumentParser, one_model: bool = False) -
         + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
         + ")",
     )
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning rate over the run: constant, or cosine annealing from --lr to 0 at the "
+        "last batch of --epochs (resume with the same --epochs)",
+    )
     p.add_argument("--weight-decay", type=float, default=1.2e-6)
     p.add_argument("--clip", type=float, default=0.25, help="gradient-norm clip")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the emissions")

@@ -11,9 +11,16 @@ from synthetic import write_dataset
 from peftsp import grammar, labels
 from peftsp.cli import main
 from peftsp.fasta import LabelledRecord, read_labelled_list
-from peftsp.train import backbone
+from peftsp.train import backbone, training
 from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
-from peftsp.train.training import TrainOptions, epoch_records, fit, make_batch, predict_records
+from peftsp.train.training import (
+    TrainOptions,
+    epoch_records,
+    fit,
+    learning_rate,
+    make_batch,
+    predict_records,
+)
 
 METHODS = ("lora", "adapter", "prompt", "full")
 
@@ -262,3 +269,39 @@ def test_epoch_records_subsample_only_the_largest_class():
     assert set(range(200, 220)) <= set(kept.tolist())
     assert 30 < sum(k < 200 for k in kept) < 70
     assert len(epoch_records(records, 1.0, np.random.default_rng(0))) == 220
+
+
+def test_cosine_schedule_anneals_from_lr_to_zero_and_constant_stays():
+    cosine = TrainOptions(lr=0.01, lr_schedule="cosine")
+    assert learning_rate(cosine, 0.0) == pytest.approx(0.01)
+    assert learning_rate(cosine, 0.5) == pytest.approx(0.005)
+    assert learning_rate(cosine, 1.0) == pytest.approx(0.0, abs=1e-12)
+    rates = [learning_rate(cosine, x / 10) for x in range(11)]
+    assert rates == sorted(rates, reverse=True)
+    assert learning_rate(TrainOptions(lr=0.01), 0.9) == 0.01
+
+
+def test_a_cosine_run_ends_near_zero_and_resumes_on_the_same_schedule(
+    tiny_backbone_file, tmp_path, monkeypatch
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=4)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    argv = [*_train_argv(data, tiny_backbone_file, whole, 3), "--lr-schedule", "cosine"]
+    assert main(argv) == 0
+    final = torch.load(whole / "last.pt", weights_only=False)["optimizer"]["param_groups"][0]
+    assert 0 < final["lr"] < 0.0067 / 2  # annealed: the last batch runs at a fraction of --lr
+
+    real_save = training.save_progress
+
+    def save_then_interrupt(path, model, optimizer, rng, state):
+        real_save(path, model, optimizer, rng, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_progress", save_then_interrupt)
+    argv = [*_train_argv(data, tiny_backbone_file, split, 3), "--lr-schedule", "cosine"]
+    assert main(argv) == 130
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+    first, second = (torch.load(d / "last.pt", weights_only=True)["model"] for d in (whole, split))
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class TrainOptions:
     seed: int = 0
     quiet: bool = False
     majority_fraction: float = 1.0  # share of the largest (kingdom, type) class used per epoch
+    lr_schedule: str = "constant"
 
 
 @dataclass
@@ -217,6 +219,17 @@ def average_command(args) -> None:
     print(f"wrote {args.out}: the mean of {len(paths)} checkpoints")
 
 
+def learning_rate(options: TrainOptions, progress: float) -> float:
+    """The learning rate `progress` (0 at the first batch, 1 at the end) through the run:
+    constant, or cosine annealing to 0 (Loshchilov & Hutter, ICLR 2017). A pure function of
+    the position, so a resumed run follows the same schedule without saved scheduler state."""
+    if options.lr_schedule == "constant":
+        return options.lr
+    if options.lr_schedule == "cosine":
+        return options.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    raise PeftSPError(f"unknown learning-rate schedule {options.lr_schedule!r}")
+
+
 def fit(
     model: SignalPeptideModel,
     train: list[LabelledRecord],
@@ -250,7 +263,10 @@ def fit(
             starts, disable=options.quiet, desc=f"epoch {epoch}/{options.epochs}", unit="batch"
         )
         total = 0.0
-        for start in bar:
+        for step, start in enumerate(bar):
+            position = (epoch - 1 + step / len(starts)) / options.epochs
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(options, position)
             batch = make_batch(
                 [train[i] for i in order[start : start + options.batch_size]],
                 window,
@@ -341,6 +357,7 @@ def options_from_args(args, peft: str) -> TrainOptions:
         seed=args.seed,
         quiet=args.quiet,
         majority_fraction=args.majority_fraction,
+        lr_schedule=args.lr_schedule,
     )
 
 
