@@ -123,6 +123,7 @@ def test_resume_refuses_a_missing_state_or_another_model(tiny_backbone_file, tmp
     out = tmp_path / "run"
     assert main([*_train_argv(data, tiny_backbone_file, out, 1), "--resume"]) == 1
     assert "last.pt: nothing to resume" in capsys.readouterr().err
+    assert not out.exists()
     assert main(_train_argv(data, tiny_backbone_file, out, 1)) == 0
     other = [*_train_argv(data, tiny_backbone_file, out, 2), "--lora-rank", "2", "--resume"]
     assert main(other) == 1

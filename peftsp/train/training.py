@@ -425,8 +425,9 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     if getattr(args, "init", None):
         check_same_split(args.init, started_from, about)
         about["init"] = str(args.init)
-    outdir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     resume = getattr(args, "resume", False)
+    if not resume:  # a resumed run's folder holds last.pt, or the run is refused untouched
+        outdir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     best = fit(model, train, val_records, options, outdir, about, resume)
     model, _ = load_checkpoint(outdir / "model.pt")
     model.to(training_device(args.device))
