@@ -11,7 +11,7 @@ import nf_schema
 import pytest
 from workflow_fixtures import make_fasta
 
-from peftsp.errors import InputError, PeftSPError
+from peftsp.errors import InputError
 from peftsp.predict import SAMPLE_PATTERN
 from peftsp.workflow import samplesheet
 from peftsp.workflow.samplesheet import Sample, cell_value, read_samplesheet
@@ -235,10 +235,3 @@ def test_empty_or_missing_samplesheet_is_an_error(in_tmp):
             read_samplesheet(in_tmp / f"sheet.{kind}", "other")
     with pytest.raises(InputError, match="no such file"):
         read_samplesheet(in_tmp / "missing.csv", "other")
-
-
-def test_yaml_without_pyyaml_is_a_clear_error(in_tmp, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "yaml", None)
-    sheet = write_sheet(in_tmp, "yaml", ROWS)
-    with pytest.raises(PeftSPError, match="pip install pyyaml"):
-        read_samplesheet(sheet, "other")

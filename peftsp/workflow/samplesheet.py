@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from peftsp.cli import organism_name
-from peftsp.errors import InputError, PeftSPError
+from peftsp.errors import InputError
 from peftsp.grammar import ORGANISMS
 
 # Samplesheet columns (assets/schema_input.json describes the same for Nextflow; a test checks).
@@ -219,13 +219,7 @@ def _load_json(text: str, path: Path) -> Any:
 
 
 def _load_yaml(text: str, path: Path) -> Any:
-    try:
-        import yaml
-    except ImportError as err:
-        raise PeftSPError(
-            f"{path}: reading a YAML samplesheet needs PyYAML (pip install pyyaml); "
-            "or write it as CSV, TSV or JSON"
-        ) from err
+    import yaml  # imported here: only YAML samplesheets need it
 
     class Loader(yaml.SafeLoader):
         pass
