@@ -28,8 +28,16 @@ DEFAULT_MODEL = Path(__file__).parent / "default_model"
 PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 # `--precision auto`: fp16 on a GPU when the bundle has it, else fp32; on a CPU the bundle's
-# "cpu_precision" (set at export, after measuring that graph on held-out data), else fp32.
+# "cpu_precision" (set at export, after measuring that graph on held-out data), else fp32 -
+# and fp32 instead of an int8 graph with 8-bit weights on a CPU without an exact int8 dot
+# product (see INT8_WEIGHT_BITS).
 PRECISION_CHOICES = ("auto", *PRECISIONS)
+# Weight bits of an int8 graph ("int8_weight_bits" in model.json; bundles written before it was
+# recorded have 7). ONNX Runtime multiplies uint8 activations by int8 weights; x86 CPUs with
+# VNNI and Arm CPUs with dot-product instructions sum the products exactly, while plain AVX2 /
+# AVX-512 sum pairs into 16 bits, which saturates with 8-bit weights. 7-bit weights
+# (quantize_dynamic's reduce_range) never saturate but are coarser.
+INT8_WEIGHT_BITS = (7, 8)
 # The graph's inputs and output.
 INPUT_TOKENS, INPUT_KINGDOM, OUTPUT_EMISSIONS = "tokens", "kingdom", "emissions"
 # Organism ids of the kingdom input ("other" = unknown; kingdom-conditioned models are trained
@@ -79,11 +87,18 @@ class Bundle:
     def has_graph(self, precision: str) -> bool:
         return PRECISION_FILES[precision] in self.meta["files"]
 
-    def auto_precision(self, gpu: bool) -> str:
-        """The graph `--precision auto` runs (see PRECISION_CHOICES)."""
+    @property
+    def int8_weight_bits(self) -> int:
+        return int(self.meta.get("int8_weight_bits", 7))
+
+    def auto_precision(self, gpu: bool, exact_int8: bool = True) -> str:
+        """The graph `--precision auto` runs (see PRECISION_CHOICES); exact_int8: whether the
+        CPU sums int8 products without saturating (runtime.cpu_has_exact_int8)."""
         if gpu:
             return "fp16" if self.has_graph("fp16") else "fp32"
         chosen = self.meta.get("cpu_precision", "fp32")
+        if chosen == "int8" and self.int8_weight_bits == 8 and not exact_int8:
+            return "fp32"
         return chosen if self.has_graph(chosen) else "fp32"
 
     def onnx_path(self, precision: str) -> Path:
@@ -141,6 +156,7 @@ def metadata(
     metrics: dict | None,
     training: dict | None,
     cpu_precision: str = "fp32",
+    int8_weight_bits: int | None = None,
 ) -> dict:
     """model.json content without the file checksums. `config` is the model config
     (backbone, backbone_shape, window, kingdom_conditioning, sequence_rules, PEFT settings)."""
@@ -162,6 +178,7 @@ def metadata(
         "crf": {key: np.asarray(value).tolist() for key, value in crf.items()},
         "export_check": checks,
         "cpu_precision": cpu_precision,
+        **({} if int8_weight_bits is None else {"int8_weight_bits": int8_weight_bits}),
         "metrics": metrics,
         "training": training or {},
     }
@@ -228,6 +245,11 @@ def check_metadata(meta: object, where: Path) -> None:
     if meta.get("cpu_precision", "fp32") not in PRECISIONS:
         raise ModelError(
             f"{where}: cpu_precision {meta['cpu_precision']!r} is not one of {PRECISIONS}"
+        )
+    if meta.get("int8_weight_bits", 7) not in INT8_WEIGHT_BITS:
+        raise ModelError(
+            f"{where}: int8_weight_bits {meta['int8_weight_bits']!r} is not one of "
+            f"{INT8_WEIGHT_BITS}"
         )
     calibration = meta.get("calibration", {})
     temperature = calibration.get("temperature", 1.0)

@@ -8,6 +8,7 @@ session really got are logged, and asking for a GPU that cannot be used is an er
 from __future__ import annotations
 
 import logging
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,46 @@ def provider_chain(
     return [*chain, _CPU]
 
 
+# /proc/cpuinfo flags of an exact uint8 x int8 dot product: x86 AVX512-VNNI or AVX-VNNI, Arm
+# dotprod ("asimddp").
+_EXACT_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
+
+
+def cpu_has_exact_int8(cpuinfo: str | None = None, system: str | None = None) -> bool:
+    """Whether this CPU sums ONNX Runtime's uint8 x int8 products without saturating (see
+    bundle.INT8_WEIGHT_BITS): from /proc/cpuinfo's flags on Linux; every Apple-silicon Mac has
+    dot-product instructions; anywhere else we cannot tell, so no."""
+    system = system or platform.system()
+    if system == "Darwin":
+        return platform.machine() == "arm64"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features") and _EXACT_INT8_FLAGS & set(value.split()):
+            return True
+    return False
+
+
 def resolve_precision(bundle: Bundle, precision: str, device: str) -> str:
     """The graph to run: `precision`, or for "auto" the bundle's choice for the device (a GPU
-    when --device cuda/tensorrt, or auto with a GPU provider installed)."""
+    when --device cuda/tensorrt, or auto with a GPU provider installed, else this CPU)."""
+    if precision == "int8" and bundle.int8_weight_bits == 8 and not cpu_has_exact_int8():
+        log.warning(
+            "this CPU has no exact int8 dot product (VNNI / Arm dotprod): the int8 graph's "
+            "8-bit weights may saturate; use --precision fp32 or auto, or a bundle exported "
+            "with --int8-weights 7"
+        )
     if precision != "auto":
         return precision
     import onnxruntime as ort
 
     gpu_providers = {_TRT, _CUDA} & set(ort.get_available_providers())
     gpu = device in ("cuda", "tensorrt") or (device == "auto" and bool(gpu_providers))
-    return bundle.auto_precision(gpu)
+    return bundle.auto_precision(gpu, exact_int8=gpu or cpu_has_exact_int8())
 
 
 def tensorrt_options(bundle: Bundle, batch_size: int, cache: str | Path | None) -> dict:

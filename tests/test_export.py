@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from peftsp import grammar, tokens
+from peftsp import grammar, runtime, tokens
 from peftsp.bundle import load_bundle
 from peftsp.cli import main
 from peftsp.decoding import decode
@@ -92,8 +92,9 @@ def test_export_command_writes_int8_and_fp16_variants(trained, tmp_path):
 
 
 def test_precision_auto_runs_the_graph_the_bundle_was_exported_for(
-    trained, bundle, synthetic_file, tmp_path, capsys
+    trained, bundle, synthetic_file, tmp_path, capsys, monkeypatch
 ):
+    monkeypatch.setattr(runtime, "cpu_has_exact_int8", lambda: True)
     out = tmp_path / "bundle"
     argv = ["export", "--checkpoint", str(trained("adapter")), "--outdir", str(out), "--quiet"]
     assert main([*argv, "--cpu-precision", "int8"]) == 1
@@ -123,6 +124,7 @@ def test_precision_auto_picks_fp16_where_a_gpu_provider_runs_it(trained, tmp_pat
 
     from peftsp.runtime import resolve_precision
 
+    monkeypatch.setattr(runtime, "cpu_has_exact_int8", lambda: True)
     out = tmp_path / "bundle"
     argv = ["export", "--checkpoint", str(trained("adapter")), "--outdir", str(out), "--quiet"]
     assert main([*argv, "--int8", "--fp16", "--cpu-precision", "int8"]) == 0
@@ -138,16 +140,70 @@ def test_precision_auto_picks_fp16_where_a_gpu_provider_runs_it(trained, tmp_pat
     assert resolve_precision(loaded, "fp32", "tensorrt") == "fp32"  # an explicit choice stays
 
 
-def test_a_bundle_naming_an_unknown_cpu_precision_is_refused(bundle, tmp_path):
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    (("cpu_precision", "int4", "cpu_precision 'int4'"), ("int8_weight_bits", 4, "bits 4 is")),
+)
+def test_a_bundle_naming_an_unknown_precision_is_refused(bundle, tmp_path, key, value, message):
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(bundle("lora"), copy)
     meta = json.loads((copy / "model.json").read_text())
-    meta["cpu_precision"] = "int4"
+    meta[key] = value
     (copy / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="cpu_precision 'int4'"):
+    with pytest.raises(ModelError, match=message):
         load_bundle(copy)
+
+
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma bmi2 sha_ni\n"
+ZEN4 = ZEN3.replace("sha_ni", "sha_ni avx512f avx512_vnni avx512_bf16")
+ALDER_LAKE = ZEN3.replace("sha_ni", "sha_ni avx_vnni")
+NEOVERSE = "processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp sve\n"
+CORTEX_A72 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "exact"),
+    ((ZEN3, False), (ZEN4, True), (ALDER_LAKE, True), (NEOVERSE, True), (CORTEX_A72, False)),
+)
+def test_exact_int8_is_read_from_the_cpu_flags(cpuinfo, exact):
+    assert runtime.cpu_has_exact_int8(cpuinfo, system="Linux") is exact
+    assert runtime.cpu_has_exact_int8("", system="Linux") is False
+
+
+def _int8_weights(path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    int8 = onnx.TensorProto.INT8
+    return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == int8]
+
+
+def test_int8_weight_bits_decide_where_auto_runs_the_int8_graph(
+    trained, tmp_path, monkeypatch, caplog
+):
+    argv = ["export", "--checkpoint", str(trained("adapter")), "--int8", "--quiet"]
+    argv += ["--cpu-precision", "int8"]
+    full, reduced = tmp_path / "full", tmp_path / "reduced"
+    assert main([*argv, "--outdir", str(full)]) == 0
+    assert main([*argv, "--outdir", str(reduced), "--int8-weights", "7"]) == 0
+    full_bundle, reduced_bundle = load_bundle(full), load_bundle(reduced)
+    assert full_bundle.meta["int8_weight_bits"] == 8 and reduced_bundle.int8_weight_bits == 7
+    # per-channel symmetric scales put each channel's largest weight at the end of the range
+    assert max(int(np.abs(w).max()) for w in _int8_weights(full / "model.int8.onnx")) == 127
+    assert max(int(np.abs(w).max()) for w in _int8_weights(reduced / "model.int8.onnx")) <= 64
+    for exact, expected in ((True, "int8"), (False, "fp32")):
+        monkeypatch.setattr(runtime, "cpu_has_exact_int8", lambda exact=exact: exact)
+        assert runtime.resolve_precision(full_bundle, "auto", "cpu") == expected
+        assert runtime.resolve_precision(reduced_bundle, "auto", "cpu") == "int8"
+    caplog.clear()
+    assert runtime.resolve_precision(full_bundle, "int8", "cpu") == "int8"  # asked for: kept
+    assert "may saturate" in caplog.text
+    caplog.clear()
+    assert runtime.resolve_precision(reduced_bundle, "int8", "cpu") == "int8"
+    assert "may saturate" not in caplog.text
 
 
 def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(trained, tmp_path):

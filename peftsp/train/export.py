@@ -129,7 +129,7 @@ def _write_fp16(src: Path, dst: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
 
 
-def _write_int8(src: Path, dst: Path) -> None:
+def _write_int8(src: Path, dst: Path, weight_bits: int) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -138,13 +138,14 @@ def _write_int8(src: Path, dst: Path) -> None:
     # records of the default model) for no measurable speed (a 256 x 37 product per residue).
     graph = onnx.load(str(src), load_external_data=False).graph
     head = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and "/head/" in n.name]
-    # Per-tensor U8S8 saturates on AVX2 CPUs without VNNI; per-channel + reduce_range is safe.
+    # Per-channel scales; 7-bit weights (reduce_range) for CPUs without VNNI / dotprod (see
+    # bundle.INT8_WEIGHT_BITS), which --precision auto runs in fp32 when the weights have 8.
     quantize_dynamic(
         str(src),
         str(dst),
         weight_type=QuantType.QInt8,
         per_channel=True,
-        reduce_range=True,
+        reduce_range=weight_bits == 7,
         nodes_to_exclude=head,
     )
 
@@ -158,6 +159,7 @@ def export_bundle(
     metrics: dict | None = None,
     training: dict | None = None,
     cpu_precision: str = "fp32",
+    int8_weight_bits: int = 8,
 ) -> dict:
     """Write a checked model bundle to outdir (replacing an older bundle there atomically)."""
     outdir = Path(outdir)
@@ -194,7 +196,7 @@ def export_bundle(
         if fp16:
             _write_fp16(graph["fp32"], graph["fp16"])
         if int8:
-            _write_int8(graph["fp32"], graph["int8"])
+            _write_int8(graph["fp32"], graph["int8"], int8_weight_bits)
             checks["int8_max_abs_diff"] = max_abs_diff(
                 run_onnx(graph["int8"], feeds), reference, lengths
             )
@@ -207,6 +209,7 @@ def export_bundle(
             metrics=metrics,
             training=training,
             cpu_precision=cpu_precision,
+            int8_weight_bits=int8_weight_bits if int8 else None,
         )
         meta = write_metadata(staging, meta, files)
         _replace_dir(staging, outdir)
@@ -248,6 +251,7 @@ def export_command(args) -> None:
         metrics=metrics,
         training=extra,
         cpu_precision=args.cpu_precision,
+        int8_weight_bits=args.int8_weights,
     )
     print(
         f"wrote {args.outdir}: ONNX vs PyTorch max abs diff "
