@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -256,28 +256,9 @@ def predict_batches(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def predict_proteins(
-    proteins: Iterable[Protein],
-    session: Session,
-    organism: str,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    keep_marginals: bool = False,
-    decode_workers: int | None = 0,
-    organism_rule: bool = True,
-    prior: str = "proteome",
-) -> Iterator[Prediction]:
-    """Predictions in input order, produced batch by batch (see predict_batches)."""
-    for batch in predict_batches(
-        proteins,
-        session,
-        organism,
-        batch_size,
-        keep_marginals,
-        decode_workers,
-        organism_rule,
-        prior,
-    ):
-        yield from batch
+def predict_proteins(*args, **options) -> Iterator[Prediction]:
+    """Predictions one by one in input order: predict_batches(*args, **options), flattened."""
+    return chain.from_iterable(predict_batches(*args, **options))
 
 
 def _warn_notes(counts: Counter[str], examples: dict[str, str]) -> None:
