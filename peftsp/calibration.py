@@ -30,9 +30,7 @@ from peftsp.bundle import ORGANISM_IDS, Bundle, load_bundle
 from peftsp.errors import PeftSPError
 from peftsp.evaluation import (
     predict_labelled,
-    recorded_split,
-    split_partitions,
-    split_validation,
+    recorded_run_split,
 )
 from peftsp.fasta import LabelledRecord, read_labelled_list, read_proteins
 from peftsp.files import atomic_write
@@ -191,12 +189,7 @@ def calibrate_command(args) -> None:
             f"{args.model}: model.json does not record a --val-fraction training split; "
             "calibrate needs the validation records the model was selected on"
         )
-    records = read_labelled_list(args.data)
-    test = int(training["test_partition"])
-    others = [p for p in sorted({r.partition for r in records}) if p != test]
-    train, val, _ = split_partitions(records, test, others[0])
-    seed = recorded_split(training)["val_seed"]
-    train, val = split_validation(train + val, float(training["val_fraction"]), seed)
+    train, val, _ = recorded_run_split(read_labelled_list(args.data), training)
     fraction = float(options.get("majority_fraction", 1.0))
     sheet = read_proteome_sheet(args.proteomes)
     groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})

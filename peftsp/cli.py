@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model.pt or last.pt files of `peftsp train` runs of the same model",
     )
     p.add_argument("--out", required=True, help="the averaged checkpoint (.pt) to write")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="the runs' training data: also print the validation score (the one `peftsp "
+        "train` selects epochs by) of each checkpoint and of the average, on the runs' "
+        "validation records, and record the average's",
+    )
     _add_common(p)
 
     p = sub.add_parser("export", help="merge PEFT weights and export a model bundle (ONNX)")

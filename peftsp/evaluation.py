@@ -117,6 +117,42 @@ def split_validation(
     )
 
 
+def run_split(
+    records: list[LabelledRecord],
+    test: int,
+    val: int | None = None,
+    fraction: float | None = None,
+    seed: int | None = None,
+) -> tuple[list[LabelledRecord], list[LabelledRecord], list[LabelledRecord]]:
+    """(train, validation, test) records of a training run: validation is partition `val`, or
+    with `fraction` a share drawn with `seed` from all non-test records, pooled in one fixed
+    order (the smallest non-test partition last) so that the share does not depend on `val`."""
+    if not fraction:
+        if val is None:
+            raise PeftSPError("a validation partition or a validation fraction is needed")
+        return split_partitions(records, test, val)
+    last = min(({r.partition for r in records} - {test}), default=test)
+    train, held, test_records = split_partitions(records, test, last)
+    train, held = split_validation(train + held, fraction, seed)
+    return train, held, test_records
+
+
+def recorded_run_split(
+    records: list[LabelledRecord], about: dict
+) -> tuple[list[LabelledRecord], list[LabelledRecord], list[LabelledRecord]]:
+    """run_split of a run from its training record (a checkpoint's or model.json's)."""
+    split = recorded_split(about)
+    if split["test_partition"] is None:
+        raise PeftSPError("the model does not record the training split it was selected on")
+    return run_split(
+        records,
+        int(split["test_partition"]),
+        split["val_partition"],
+        split["val_fraction"],
+        split["val_seed"],
+    )
+
+
 def recorded_split(about: dict) -> dict:
     """What decides a run's validation records (test partition, validation partition or
     seeded share); records of runs before --val-seed used their --seed for the share."""

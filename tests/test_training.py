@@ -8,8 +8,9 @@ import pytest
 import torch
 from synthetic import write_dataset
 
-from peftsp import grammar, labels
+from peftsp import evaluation, grammar, labels
 from peftsp.cli import main
+from peftsp.errors import PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
 from peftsp.train import backbone, training
 from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
@@ -182,7 +183,18 @@ def test_models_trained_on_other_validation_records_are_not_built_on(
     assert main([*cont, "--val-fraction", "0.3", "--outdir", str(tmp_path / "other")]) == 1
     assert not (tmp_path / "other").exists()  # a refused run leaves no directory
     soup = ["average", "--out", str(tmp_path / "soup.pt"), "--quiet", "--checkpoints", str(start)]
-    assert main([*soup, str(tmp_path / "same" / "last.pt")]) == 0
+    assert main([*soup, str(tmp_path / "same" / "last.pt"), "--data", str(data)]) == 0
+    printed = dict(
+        line.rsplit(": validation score ", 1)
+        for line in capsys.readouterr().out.split("\n")
+        if ": validation score " in line
+    )
+    # the split rebuilt from the checkpoint's record is the one its epoch was selected on
+    assert float(printed[str(start)]) == pytest.approx(
+        load_checkpoint(start)[1]["val_score"], abs=5e-5
+    )
+    averaged_score = torch.load(tmp_path / "soup.pt", weights_only=True)["extra"]["val_score"]
+    assert printed["average"].startswith(f"{averaged_score:.4f} (")
     other_split = [*_train_argv(data, tiny_backbone_file, third, 1), *share, "--val-seed", "1"]
     assert main(other_split) == 0
     assert main([*soup, str(third / "last.pt")]) == 1
@@ -306,3 +318,21 @@ def test_a_cosine_run_ends_near_zero_and_resumes_on_the_same_schedule(
     assert main([*argv, "--resume"]) == 0
     first, second = (torch.load(d / "last.pt", weights_only=True)["model"] for d in (whole, split))
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_validation_share_is_drawn_the_same_whatever_the_validation_partition(tmp_path):
+    records = read_labelled_list(write_dataset(tmp_path / "d.fasta", per_type=4, partitions=4))
+    ids = [[r.accession for r in part] for part in evaluation.run_split(records, 0, 1, 0.25, 7)]
+    for val in (2, 3, None):
+        again = evaluation.run_split(records, 0, val, 0.25, 7)
+        assert [[r.accession for r in part] for part in again] == ids
+    train, held, test = ids
+    assert set(train).isdisjoint(held) and len(held) == round((len(train) + len(held)) * 0.25)
+    assert {r.partition for r in records if r.accession in test} == {0}
+    # the runs made before run_split (test 0, validation 1) keep their validation records
+    old_train, old_val, _ = evaluation.split_partitions(records, 0, 1)
+    assert [
+        r.accession for r in evaluation.split_validation(old_train + old_val, 0.25, 7)[1]
+    ] == held
+    with pytest.raises(PeftSPError, match="validation partition or a validation fraction"):
+        evaluation.run_split(records, 0)

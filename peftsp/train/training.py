@@ -215,7 +215,16 @@ def average_command(args) -> None:
     about = next((extra for _, _, extra in loaded if "test_partition" in extra), {})
     for path, (_, _, extra) in zip(paths, loaded, strict=True):
         check_same_split(str(path), extra, about)
-    save_checkpoint(model, args.out, extra={**about, "averaged": [str(p) for p in paths]})
+    extra = {**about, "averaged": [str(p) for p in paths]}
+    if args.data:
+        _, val, _ = evaluation.recorded_run_split(read_labelled_list(args.data), about)
+        for path, (_, weights, _) in zip(paths, loaded, strict=True):
+            single = model_from_config(config)
+            single.load_state_dict(weights, strict=False)
+            print(f"{path}: validation score {selection_score(single, val):.4f}")
+        extra["val_score"] = selection_score(model, val)
+        print(f"average: validation score {extra['val_score']:.4f} ({len(val)} records)")
+    save_checkpoint(model, args.out, extra=extra)
     print(f"wrote {args.out}: the mean of {len(paths)} checkpoints")
 
 
@@ -394,12 +403,9 @@ def check_same_split(what: str, earlier: dict, now: dict) -> None:
 
 def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: Path) -> dict:
     """Train one (test, validation) split into outdir; returns test metrics of the best epoch."""
-    train, val_records, test_records = evaluation.split_partitions(records, test, val)
     fraction = getattr(args, "val_fraction", None)
-    if fraction:
-        train, val_records = evaluation.split_validation(
-            train + val_records, fraction, args.val_seed
-        )
+    seed = getattr(args, "val_seed", None)
+    train, val_records, test_records = evaluation.run_split(records, test, val, fraction, seed)
     if args.limit:
         train = train[: args.limit]
     model, started_from = initial_model(args)
