@@ -14,7 +14,8 @@ Gram-negative Sec/SPII MCC2 >= 0.95, ECE <= 0.05; Sec/SPI MCC1 beside DeepSig's 
 --precision auto (the default) runs the graph `peftsp predict` runs on a CPU. --compare-int8
 also runs the fp32 and int8 graphs and prints the precision rule of the speed issue: int8 may be
 the CPU default only if its mean MCC2 is within 0.005 of fp32's and no floor cell (the checks
-above) is lower than with fp32.
+above) is lower than with fp32 - and if, like fp32, it predicts each record the same whatever
+records share its batch (each graph is also run with batch 1 and compared with batch 64).
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ MAX_ECE = 0.05
 INT8_MEAN_TOLERANCE = 0.005
 
 
-def held_out(bundle, records, precision: str, threads: int):
+def held_out(bundle, records, precision: str, threads: int, batch_size: int = 64):
     """Predictions, cell metrics and records/s of one graph of the bundle on the records."""
     session = Session(bundle, "cpu", precision, threads)
     start = time.perf_counter()
-    predictions = predict_labelled(session, records)
+    predictions = predict_labelled(session, records, batch_size=batch_size)
     speed = len(records) / (time.perf_counter() - start)
     result = record_metrics(records, [p.sp_type for p in predictions], [p.cs for p in predictions])
     return session.precision, predictions, result, speed
@@ -72,7 +73,21 @@ def compare_int8(bundle, records, threads: int) -> dict:
         f"({means['int8'] - means['fp32']:+.4f}); floor cells lower with int8: "
         f"{', '.join(f'{k} {int8[k] - fp32[k]:+.4f}' for k in lower) or 'none'}"
     )
-    verdict = "may be" if close and not lower else "must not be"
+    # Each protein's prediction must not depend on the proteins batched with it.
+    changed = {}
+    for p, (_, predictions, _, _) in runs.items():
+        alone = held_out(bundle, records, p, threads, batch_size=1)[1]
+        pairs = list(zip(predictions, alone, strict=True))
+        changed[p] = [
+            sum(a.sp_type != b.sp_type for a, b in pairs),
+            sum(a.probabilities != b.probabilities for a, b in pairs),
+        ]
+        print(
+            f"{p}, batch 64 against batch 1: {changed[p][0]} type calls and the probabilities "
+            f"of {changed[p][1]} of {len(records)} records differ"
+        )
+    invariant = changed["int8"] == [0, 0]
+    verdict = "may be" if close and not lower and invariant else "must not be"
     print(
         f"=> int8 {verdict} the CPU default (bundle's cpu_precision: "
         f"{bundle.meta.get('cpu_precision', 'fp32')})\n"
