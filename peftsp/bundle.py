@@ -38,6 +38,10 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 # AVX-512 sum pairs into 16 bits, which saturates with 8-bit weights. 7-bit weights
 # (quantize_dynamic's reduce_range) never saturate but are coarser.
 INT8_WEIGHT_BITS = (7, 8)
+# How an int8 graph scales activations ("int8_activations"; older bundles: dynamic): "static"
+# scales were calibrated at export, so a protein's result does not depend on its batch;
+# "dynamic" ones are computed per batch at run time, so results shift with the batch-mates.
+INT8_ACTIVATIONS = ("static", "dynamic")
 # The graph's inputs and output.
 INPUT_TOKENS, INPUT_KINGDOM, OUTPUT_EMISSIONS = "tokens", "kingdom", "emissions"
 # Organism ids of the kingdom input ("other" = unknown; kingdom-conditioned models are trained
@@ -157,6 +161,7 @@ def metadata(
     training: dict | None,
     cpu_precision: str = "fp32",
     int8_weight_bits: int | None = None,
+    int8_activations: str | None = None,
 ) -> dict:
     """model.json content without the file checksums. `config` is the model config
     (backbone, backbone_shape, window, kingdom_conditioning, sequence_rules, PEFT settings)."""
@@ -179,6 +184,7 @@ def metadata(
         "export_check": checks,
         "cpu_precision": cpu_precision,
         **({} if int8_weight_bits is None else {"int8_weight_bits": int8_weight_bits}),
+        **({} if int8_activations is None else {"int8_activations": int8_activations}),
         "metrics": metrics,
         "training": training or {},
     }
@@ -250,6 +256,11 @@ def check_metadata(meta: object, where: Path) -> None:
         raise ModelError(
             f"{where}: int8_weight_bits {meta['int8_weight_bits']!r} is not one of "
             f"{INT8_WEIGHT_BITS}"
+        )
+    if meta.get("int8_activations", "dynamic") not in INT8_ACTIVATIONS:
+        raise ModelError(
+            f"{where}: int8_activations {meta['int8_activations']!r} is not one of "
+            f"{INT8_ACTIVATIONS}"
         )
     calibration = meta.get("calibration", {})
     temperature = calibration.get("temperature", 1.0)

@@ -275,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
         "dotprod, where --precision auto runs it) or 7 (exact on every CPU, coarser)",
     )
     p.add_argument(
+        "--int8-calibration",
+        nargs="+",
+        default=None,
+        metavar="FASTA",
+        help="protein FASTA files whose first proteins (512 in all) calibrate static int8 "
+        "activation scales, so that results do not depend on batching; without it the int8 "
+        "graph scales activations per batch",
+    )
+    p.add_argument(
         "--cpu-precision",
         choices=PRECISIONS,
         default="fp32",

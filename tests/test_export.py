@@ -3,6 +3,7 @@ is refused when they disagree, and model.json describes the model."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,7 +143,11 @@ def test_precision_auto_picks_fp16_where_a_gpu_provider_runs_it(trained, tmp_pat
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    (("cpu_precision", "int4", "cpu_precision 'int4'"), ("int8_weight_bits", 4, "bits 4 is")),
+    (
+        ("cpu_precision", "int4", "cpu_precision 'int4'"),
+        ("int8_weight_bits", 4, "bits 4 is"),
+        ("int8_activations", "adaptive", "activations 'adaptive'"),
+    ),
 )
 def test_a_bundle_naming_an_unknown_precision_is_refused(bundle, tmp_path, key, value, message):
     import shutil
@@ -308,3 +313,36 @@ def test_evaluate_without_the_organism_rule_gives_one_table_for_checkpoint_and_b
         assert main([*base, "--no-organism-rule", "--model", str(conditioned / name)]) == 0
         tables.append(capsys.readouterr().out)
     assert tables[0] == tables[1] and "Eukarya" in tables[0]
+
+
+def test_static_int8_predicts_each_protein_alike_in_any_batch(trained, tmp_path, capsys):
+    import onnx
+
+    proteome = Path(__file__).parent / "data" / "mgenitalium.faa"
+    out = tmp_path / "bundle"
+    argv = ["export", "--checkpoint", str(trained("adapter")), "--outdir", str(out), "--quiet"]
+    assert main([*argv, "--int8-calibration", str(proteome)]) == 1
+    assert "--int8-calibration: export the int8 graph too (--int8)" in capsys.readouterr().err
+    assert main([*argv, "--int8", "--int8-calibration", str(tmp_path / "none.faa")]) == 1
+    assert "none.faa" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--int8", "--int8-calibration", str(proteome), str(proteome)]) == 0
+    loaded = load_bundle(out)
+    assert loaded.meta["int8_activations"] == "static"
+    nodes = onnx.load(str(out / "model.int8.onnx")).graph.node
+    kinds = {n.op_type for n in nodes}
+    assert "DynamicQuantizeLinear" not in kinds and "QuantizeLinear" in kinds
+    head = [n.op_type for n in nodes if "/head/" in n.name and "MatMul" in n.op_type]
+    assert head == ["MatMul"]
+    ids, lengths, kingdom = export.example_batch(loaded.window)
+    session = Session(loaded, "cpu", precision="int8")
+    together = session.emissions(ids, kingdom)
+    for row in range(len(ids)):  # each protein alone gives the bits it got in the batch
+        alone = session.emissions(ids[row : row + 1], kingdom[row : row + 1])[0]
+        n = lengths[row]
+        assert np.array_equal(alone[:n], together[row, :n])
+    fp32 = Session(loaded, "cpu").emissions(ids, kingdom)
+    assert export.max_abs_diff(together, fp32, lengths) < 1.0
+    dynamic = tmp_path / "dynamic"
+    argv[argv.index(str(out))] = str(dynamic)
+    assert main([*argv, "--int8"]) == 0
+    assert load_bundle(dynamic).meta["int8_activations"] == "dynamic"

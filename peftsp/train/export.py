@@ -4,7 +4,9 @@ Steps: load the checkpoint; merge LoRA into the base weights and check the merge
 against the unmerged one; export backbone + emission layer with dynamic batch and length;
 check ONNX Runtime against PyTorch on a padded batch and refuse to write a bundle that
 disagrees; write model.json (config, CRF scores, states, checksums). Optional fp16 (for the
-CUDA EP) and dynamic int8 (CPU) variants are written beside the fp32 graph.
+CUDA EP) and int8 (CPU) variants are written beside the fp32 graph; the int8 graph has
+static activation scales calibrated on proteins (--int8-calibration), so that each protein's
+prediction does not depend on the proteins batched with it, or dynamic ones without them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ from peftsp.bundle import (
     write_metadata,
 )
 from peftsp.errors import ModelError
+from peftsp.fasta import read_proteins
 from peftsp.files import umask
 from peftsp.train import backbone, peft
 from peftsp.train.model import SignalPeptideModel, load_checkpoint
@@ -129,24 +133,86 @@ def _write_fp16(src: Path, dst: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
 
 
-def _write_int8(src: Path, dst: Path, weight_bits: int) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+# Proteins whose activations set the static int8 scales (shared equally between the files).
+INT8_CALIBRATION_PROTEINS = 512
 
-    # The emission head (model.head) stays fp32: it writes the CRF's scores directly, and
-    # quantizing it doubled the mean emission error (0.0035 -> 0.0074 on 2,000 held-out
-    # records of the default model) for no measurable speed (a 256 x 37 product per residue).
+
+def calibration_feeds(
+    fastas: list[str], window: int, kingdom_input: bool, batch_size: int = 32
+) -> list[dict[str, np.ndarray]]:
+    """Graph inputs of up to INT8_CALIBRATION_PROTEINS proteins, the first of each FASTA file
+    in equal shares, as organism "other" (the kingdom only enters the fp32 emission head)."""
+    share = max(1, INT8_CALIBRATION_PROTEINS // len(fastas))
+    sequences = [p.sequence for path in fastas for p in islice(read_proteins(path), share)]
+    feeds = []
+    for start in range(0, len(sequences), batch_size):
+        ids, _ = tokens.encode(sequences[start : start + batch_size], window)
+        feed = {INPUT_TOKENS: ids.astype(np.int64)}
+        if kingdom_input:
+            feed[INPUT_KINGDOM] = np.full(len(ids), ORGANISM_IDS["other"], dtype=np.int64)
+        feeds.append(feed)
+    return feeds
+
+
+def _int8_excluded(src: Path) -> list[str]:
+    """MatMuls kept in fp32: the emission head, which writes the CRF's scores directly
+    (quantizing it doubled the mean emission error, 0.0035 -> 0.0074, for no measurable speed),
+    and the attention products of two activations (no weights to quantize)."""
+    import onnx
+
     graph = onnx.load(str(src), load_external_data=False).graph
-    head = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and "/head/" in n.name]
-    # Per-channel scales; 7-bit weights (reduce_range) for CPUs without VNNI / dotprod (see
-    # bundle.INT8_WEIGHT_BITS), which --precision auto runs in fp32 when the weights have 8.
-    quantize_dynamic(
+    weights = {t.name for t in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        and ("/head/" in n.name or not any(i in weights for i in n.input))
+    ]
+
+
+def _write_int8(
+    src: Path, dst: Path, weight_bits: int, feeds: list[dict[str, np.ndarray]] | None
+) -> None:
+    """The int8 graph: per-channel int8 weights (7-bit for CPUs without VNNI / dotprod, see
+    bundle.INT8_WEIGHT_BITS); activation scales static (MinMax over the calibration `feeds`;
+    outputs left in float, so ONNX Runtime fuses each product into one integer kernel) or,
+    without feeds, computed per batch at run time."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    common = {
+        "weight_type": QuantType.QInt8,
+        "per_channel": True,
+        "reduce_range": weight_bits == 7,
+        "nodes_to_exclude": _int8_excluded(src),
+    }
+    if feeds is None:
+        quantize_dynamic(str(src), str(dst), **common)
+        return
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.pending = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.pending, None)
+
+    quantize_static(
         str(src),
         str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        reduce_range=weight_bits == 7,
-        nodes_to_exclude=head,
+        Feeds(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        **common,
     )
 
 
@@ -160,13 +226,21 @@ def export_bundle(
     training: dict | None = None,
     cpu_precision: str = "fp32",
     int8_weight_bits: int = 8,
+    int8_calibration: list[str] | None = None,
 ) -> dict:
-    """Write a checked model bundle to outdir (replacing an older bundle there atomically)."""
+    """Write a checked model bundle to outdir (replacing an older bundle there atomically);
+    int8_calibration: protein FASTA files for static int8 activation scales (else dynamic)."""
     outdir = Path(outdir)
     if cpu_precision not in {"fp32", "fp16" if fp16 else "fp32", "int8" if int8 else "fp32"}:
         raise ModelError(
             f"--cpu-precision {cpu_precision}: export that graph too (--{cpu_precision})"
         )
+    if int8_calibration and not int8:
+        raise ModelError("--int8-calibration: export the int8 graph too (--int8)")
+    calibration = None
+    if int8_calibration:  # read before any work, so a bad file fails early
+        conditioned = model.config.kingdom_conditioning
+        calibration = calibration_feeds(int8_calibration, model.config.window, conditioned)
     if outdir.exists() and any(outdir.iterdir()) and not (outdir / "model.json").exists():
         raise ModelError(f"{outdir}: exists and is not a model bundle; refusing to overwrite")
     model = model.eval()
@@ -196,7 +270,7 @@ def export_bundle(
         if fp16:
             _write_fp16(graph["fp32"], graph["fp16"])
         if int8:
-            _write_int8(graph["fp32"], graph["int8"], int8_weight_bits)
+            _write_int8(graph["fp32"], graph["int8"], int8_weight_bits, calibration)
             checks["int8_max_abs_diff"] = max_abs_diff(
                 run_onnx(graph["int8"], feeds), reference, lengths
             )
@@ -210,6 +284,7 @@ def export_bundle(
             training=training,
             cpu_precision=cpu_precision,
             int8_weight_bits=int8_weight_bits if int8 else None,
+            int8_activations=("static" if calibration else "dynamic") if int8 else None,
         )
         meta = write_metadata(staging, meta, files)
         _replace_dir(staging, outdir)
@@ -252,6 +327,7 @@ def export_command(args) -> None:
         training=extra,
         cpu_precision=args.cpu_precision,
         int8_weight_bits=args.int8_weights,
+        int8_calibration=args.int8_calibration,
     )
     print(
         f"wrote {args.outdir}: ONNX vs PyTorch max abs diff "
