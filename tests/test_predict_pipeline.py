@@ -61,15 +61,17 @@ def test_batches_come_in_input_order_with_bounded_read_ahead(bundle, proteins):
     assert [p.id for b in [first, *rest] for p in b] == [p.id for p in proteins]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])  # the default model's int8 is static
 @pytest.mark.parametrize(
     ("threads", "batch_size", "decode_workers"), [(1, 1, 0), (2, 16, 0), (2, 64, 2), (1, 7, 1)]
 )
 def test_the_same_bits_for_any_batch_size_threads_and_decode_workers(
-    bundle, proteins, threads, batch_size, decode_workers
+    bundle, proteins, threads, batch_size, decode_workers, precision
 ):
     plan = DecodePlan.of(bundle, "gram_negative", keep_marginals=True)
-    reference = predict_batch(proteins, Session(bundle, "cpu", threads=2), "gram_negative", plan)
-    session = Session(bundle, "cpu", threads=threads)
+    whole = Session(bundle, "cpu", precision, threads=2)
+    reference = predict_batch(proteins, whole, "gram_negative", plan)
+    session = Session(bundle, "cpu", precision, threads=threads)
     got = list(
         predict_proteins(
             proteins, session, "gram_negative", batch_size, True, decode_workers=decode_workers
