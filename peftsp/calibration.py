@@ -28,10 +28,7 @@ import numpy as np
 from peftsp import grammar
 from peftsp.bundle import ORGANISM_IDS, Bundle, load_bundle
 from peftsp.errors import PeftSPError
-from peftsp.evaluation import (
-    predict_labelled,
-    recorded_run_split,
-)
+from peftsp.evaluation import predict_labelled, recorded_run_split
 from peftsp.fasta import LabelledRecord, read_labelled_list, read_proteins
 from peftsp.files import atomic_write
 from peftsp.predict import predict_proteins, tempered

@@ -265,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("--fp16", action="store_true", help="also write an fp16 ONNX for CUDA")
-    p.add_argument("--int8", action="store_true", help="also write a dynamic int8 ONNX (CPU)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write an int8 ONNX (CPU; static with --int8-calibration, else dynamic)",
+    )
     p.add_argument(
         "--int8-weights",
         type=int,

@@ -191,6 +191,16 @@ def checkpoint_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]
     return payload["config"], payload["model"], json.loads(payload["state"]).get("about", {})
 
 
+def _model_with(config: dict, weights: dict[str, torch.Tensor], source: Path):
+    """The model of `config` with `weights` (trained ones; frozen ones come from the config)."""
+    model = model_from_config(config)
+    unknown = set(weights) - set(model.state_dict())
+    if unknown:
+        raise InputError(f"{source}: weights its model does not have: {sorted(unknown)[:5]}")
+    model.load_state_dict(weights, strict=False)
+    return model
+
+
 def average_command(args) -> None:
     """`peftsp average`: the mean of the weights of checkpoints of one model (a model soup,
     Wortsman et al. 2022): trained weights and head are averaged, frozen ones are shared."""
@@ -206,11 +216,7 @@ def average_command(args) -> None:
         name: torch.stack([w[name].double() for _, w, _ in loaded]).mean(0).to(value.dtype)
         for name, value in first.items()
     }
-    model = model_from_config(config)
-    unknown = set(averaged) - set(model.state_dict())
-    if unknown:
-        raise InputError(f"{paths[0]}: weights its model does not have: {sorted(unknown)[:5]}")
-    model.load_state_dict(averaged, strict=False)
+    model = _model_with(config, averaged, paths[0])
     # The training record (split, options) that calibrate and export need: the first model.pt's.
     about = next((extra for _, _, extra in loaded if "test_partition" in extra), {})
     for path, (_, _, extra) in zip(paths, loaded, strict=True):
@@ -219,8 +225,7 @@ def average_command(args) -> None:
     if args.data:
         _, val, _ = evaluation.recorded_run_split(read_labelled_list(args.data), about)
         for path, (_, weights, _) in zip(paths, loaded, strict=True):
-            single = model_from_config(config)
-            single.load_state_dict(weights, strict=False)
+            single = _model_with(config, weights, path)
             print(f"{path}: validation score {selection_score(single, val):.4f}")
         extra["val_score"] = selection_score(model, val)
         print(f"average: validation score {extra['val_score']:.4f} ({len(val)} records)")
@@ -424,7 +429,7 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         "test_partition": test,
         "val_partition": None if fraction else val,
         "val_fraction": fraction,
-        "val_seed": args.val_seed if fraction else None,
+        "val_seed": seed if fraction else None,
         "train_records": len(train),
         "options": vars(options),
     }
