@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from peftsp import __version__
-from peftsp.bundle import PRECISION_CHOICES, PRECISIONS, PRIORS
+from peftsp.bundle import INT8_METHODS, PRECISION_CHOICES, PRECISIONS, PRIORS
 from peftsp.errors import PeftSPError
 from peftsp.grammar import ORGANISMS
 from peftsp.runtime import DEVICES
@@ -286,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="protein FASTA files whose first proteins (512 in all) calibrate static int8 "
         "activation scales, so that results do not depend on batching; without it the int8 "
         "graph scales activations per batch",
+    )
+    p.add_argument(
+        "--int8-method",
+        choices=INT8_METHODS,
+        default="minmax",
+        help="how --int8-calibration sets each activation range: minmax (the extremes) or "
+        "percentile (the 99.999th percentile of |x|)",
     )
     p.add_argument(
         "--cpu-precision",

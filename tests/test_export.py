@@ -346,3 +346,38 @@ def test_static_int8_predicts_each_protein_alike_in_any_batch(trained, tmp_path,
     argv[argv.index(str(out))] = str(dynamic)
     assert main([*argv, "--int8"]) == 0
     assert load_bundle(dynamic).meta["int8_activations"] == "dynamic"
+
+
+def activation_scales(path: Path) -> dict[str, float]:
+    """Scale of each activation QuantizeLinear of a static int8 graph, by node name."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return {
+        n.name: float(values[n.input[1]])
+        for n in graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in values
+    }
+
+
+def test_int8_method_sets_the_activation_ranges(trained, tmp_path, capsys):
+    proteome = Path(__file__).parent / "data" / "mgenitalium.faa"
+    argv = ["export", "--checkpoint", str(trained("adapter")), "--int8", "--quiet"]
+    scales = {}
+    for method in ("minmax", "percentile"):
+        out = tmp_path / method
+        extra = ["--int8-calibration", str(proteome), "--int8-method", method]
+        assert main([*argv, "--outdir", str(out), *extra]) == 0
+        printed = capsys.readouterr()  # ONNX Runtime's quantizer chatter stays hidden
+        assert printed.out.startswith("wrote ") and printed.out.count("\n") == 1
+        assert printed.err == ""
+        assert load_bundle(out).meta["int8_method"] == method
+        scales[method] = activation_scales(out / "model.int8.onnx")
+    assert scales["minmax"] and scales["minmax"].keys() == scales["percentile"].keys()
+    # Percentile clips the extremes: no range wider than minmax's, some narrower.
+    pairs = [(scales["percentile"][k], v) for k, v in scales["minmax"].items()]
+    assert all(p <= m * (1 + 1e-6) for p, m in pairs) and any(p < m * 0.99 for p, m in pairs)
+    with pytest.raises(SystemExit):
+        main([*argv, "--outdir", str(tmp_path / "x"), "--int8-method", "mean"])

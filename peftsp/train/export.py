@@ -11,7 +11,9 @@ prediction does not depend on the proteins batched with it, or dynamic ones with
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import shutil
@@ -28,6 +30,7 @@ from peftsp import tokens
 from peftsp.bundle import (
     INPUT_KINGDOM,
     INPUT_TOKENS,
+    INT8_METHODS,
     ORGANISM_IDS,
     OUTPUT_EMISSIONS,
     PRECISION_FILES,
@@ -138,18 +141,23 @@ INT8_CALIBRATION_PROTEINS = 512
 
 
 def calibration_feeds(
-    fastas: list[str], window: int, kingdom_input: bool, batch_size: int = 32
+    fastas: list[str], window: int, kingdom_input: bool
 ) -> list[dict[str, np.ndarray]]:
     """Graph inputs of up to INT8_CALIBRATION_PROTEINS proteins, the first of each FASTA file
-    in equal shares, as organism "other" (the kingdom only enters the fp32 emission head)."""
+    in equal shares, as organism "other" (the kingdom only enters the fp32 emission head).
+
+    One protein per input, padded to the full window: the histogram calibrators stack the
+    activations of all inputs, which needs one shape."""
     share = max(1, INT8_CALIBRATION_PROTEINS // len(fastas))
     sequences = [p.sequence for path in fastas for p in islice(read_proteins(path), share)]
     feeds = []
-    for start in range(0, len(sequences), batch_size):
-        ids, _ = tokens.encode(sequences[start : start + batch_size], window)
-        feed = {INPUT_TOKENS: ids.astype(np.int64)}
+    for sequence in sequences:
+        ids, _ = tokens.encode([sequence], window)
+        padded = np.full((1, window + 2), tokens.PAD, dtype=np.int64)
+        padded[:, : ids.shape[1]] = ids
+        feed = {INPUT_TOKENS: padded}
         if kingdom_input:
-            feed[INPUT_KINGDOM] = np.full(len(ids), ORGANISM_IDS["other"], dtype=np.int64)
+            feed[INPUT_KINGDOM] = np.full(1, ORGANISM_IDS["other"], dtype=np.int64)
         feeds.append(feed)
     return feeds
 
@@ -170,13 +178,31 @@ def _int8_excluded(src: Path) -> list[str]:
     ]
 
 
-def _write_int8(
-    src: Path, dst: Path, weight_bits: int, feeds: list[dict[str, np.ndarray]] | None
+@contextlib.contextmanager
+def _quantizer_silenced():
+    """ONNX Runtime's quantizer prints its progress to stdout and advises pre-processing through
+    the root logger; `peftsp export` reports for itself (and is silent with --quiet)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def write_int8(
+    src: Path,
+    dst: Path,
+    weight_bits: int,
+    feeds: list[dict[str, np.ndarray]] | None,
+    method: str = "minmax",
 ) -> None:
     """The int8 graph: per-channel int8 weights (7-bit for CPUs without VNNI / dotprod, see
-    bundle.INT8_WEIGHT_BITS); activation scales static (MinMax over the calibration `feeds`;
-    outputs left in float, so ONNX Runtime fuses each product into one integer kernel) or,
-    without feeds, computed per batch at run time."""
+    bundle.INT8_WEIGHT_BITS); activation scales static (set by `method` from the calibration
+    `feeds`; outputs left in float, so ONNX Runtime fuses each product into one integer kernel)
+    or, without feeds, computed per batch at run time."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -193,7 +219,8 @@ def _write_int8(
         "nodes_to_exclude": _int8_excluded(src),
     }
     if feeds is None:
-        quantize_dynamic(str(src), str(dst), **common)
+        with _quantizer_silenced():
+            quantize_dynamic(str(src), str(dst), **common)
         return
 
     class Feeds(CalibrationDataReader):
@@ -203,17 +230,21 @@ def _write_int8(
         def get_next(self) -> dict | None:
             return next(self.pending, None)
 
-    quantize_static(
-        str(src),
-        str(dst),
-        Feeds(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        activation_type=QuantType.QUInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
-        **common,
-    )
+    with _quantizer_silenced():
+        quantize_static(
+            str(src),
+            str(dst),
+            Feeds(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            activation_type=QuantType.QUInt8,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+            **common,
+        )
 
 
 def export_bundle(
@@ -227,9 +258,11 @@ def export_bundle(
     cpu_precision: str = "fp32",
     int8_weight_bits: int = 8,
     int8_calibration: list[str] | None = None,
+    int8_method: str = "minmax",
 ) -> dict:
     """Write a checked model bundle to outdir (replacing an older bundle there atomically);
-    int8_calibration: protein FASTA files for static int8 activation scales (else dynamic)."""
+    int8_calibration: protein FASTA files for static int8 activation scales (else dynamic),
+    set by int8_method (INT8_METHODS)."""
     outdir = Path(outdir)
     if cpu_precision not in {"fp32", "fp16" if fp16 else "fp32", "int8" if int8 else "fp32"}:
         raise ModelError(
@@ -237,6 +270,8 @@ def export_bundle(
         )
     if int8_calibration and not int8:
         raise ModelError("--int8-calibration: export the int8 graph too (--int8)")
+    if int8_method not in INT8_METHODS:
+        raise ModelError(f"--int8-method {int8_method}: expected one of {', '.join(INT8_METHODS)}")
     calibration = None
     if int8_calibration:  # read before any work, so a bad file fails early
         conditioned = model.config.kingdom_conditioning
@@ -270,7 +305,7 @@ def export_bundle(
         if fp16:
             _write_fp16(graph["fp32"], graph["fp16"])
         if int8:
-            _write_int8(graph["fp32"], graph["int8"], int8_weight_bits, calibration)
+            write_int8(graph["fp32"], graph["int8"], int8_weight_bits, calibration, int8_method)
             checks["int8_max_abs_diff"] = max_abs_diff(
                 run_onnx(graph["int8"], feeds), reference, lengths
             )
@@ -285,6 +320,7 @@ def export_bundle(
             cpu_precision=cpu_precision,
             int8_weight_bits=int8_weight_bits if int8 else None,
             int8_activations=("static" if calibration else "dynamic") if int8 else None,
+            int8_method=int8_method if calibration else None,
         )
         meta = write_metadata(staging, meta, files)
         _replace_dir(staging, outdir)
@@ -328,6 +364,7 @@ def export_command(args) -> None:
         cpu_precision=args.cpu_precision,
         int8_weight_bits=args.int8_weights,
         int8_calibration=args.int8_calibration,
+        int8_method=args.int8_method,
     )
     print(
         f"wrote {args.outdir}: ONNX vs PyTorch max abs diff "
