@@ -4,6 +4,7 @@ prior, ECE and reliability, and `peftsp calibrate` writes a bundle that loads an
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +115,33 @@ def recorded_bundle(trained, tmp_path_factory):
     }
     export_bundle(load_checkpoint(trained("lora"))[0], out, training=training)
     return out
+
+
+def with_training(bundle: Path, target: Path, training: dict) -> Path:
+    """A copy of a bundle whose model.json records `training` instead."""
+    shutil.copytree(bundle, target)
+    meta = json.loads((target / "model.json").read_text())
+    meta["training"] = training
+    (target / "model.json").write_text(json.dumps(meta))
+    return target
+
+
+def test_calibrate_fits_on_the_validation_partition_of_a_partition_split(
+    recorded_bundle, synthetic_file, tmp_path, capsys
+):
+    split = {"test_partition": 0, "val_partition": 1, "val_fraction": None, "options": {}}
+    model = with_training(recorded_bundle, tmp_path / "model", split)
+    sheet = tmp_path / "sheet.csv"
+    (tmp_path / "proteome.faa").write_text(">p\nMKKLLLLAAAQ\n")
+    sheet.write_text("fasta,organism\nproteome.faa,gram_negative\n")
+    argv = ["calibrate", "--model", str(model), "--data", str(synthetic_file), "--quiet"]
+    assert main([*argv, "--proteomes", str(sheet)]) == 0
+    fitted = load_bundle(model).meta["calibration"]["fitted_on"]["validation_records"]
+    assert fitted == sum(r.partition == 1 for r in read_labelled_list(synthetic_file))
+    unrecorded = with_training(recorded_bundle, tmp_path / "none", {"test_partition": 0})
+    argv[2] = str(unrecorded)
+    assert main([*argv, "--proteomes", str(sheet)]) == 1
+    assert "does not record the training split" in capsys.readouterr().err
 
 
 def test_calibrate_writes_a_temperature_and_finite_priors_that_load_and_predict(
