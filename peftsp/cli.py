@@ -27,6 +27,7 @@ RUNNER_WORK_DIR = ".peftsp-work"
 
 # subcommand -> "module:function" taking the parsed arguments.
 _HANDLERS = {
+    "pretrain": "peftsp.train.pretrain:pretrain_command",
     "train": "peftsp.train.training:train_command",
     "crossval": "peftsp.train.crossval:crossval_command",
     "evaluate": "peftsp.evaluation:evaluate_command",
@@ -186,6 +187,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"peftsp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "pretrain",
+        help="masked-language-model pretraining of an ESM-2-shaped backbone on proteins",
+    )
+    p.add_argument("--fasta", nargs="+", required=True, help="protein FASTA files (plain or .gz)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="also the sequences of this SignalP 6.0 three-line FASTA, outside --test-partition",
+    )
+    p.add_argument("--test-partition", type=int, default=0, help="left out of --data")
+    p.add_argument(
+        "--backbone",
+        default="random:L4-E256-H8",
+        help="the ESM-2 to start from (as for train: random:<shape>, a name, a file, hf:...)",
+    )
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (warm-up, cosine)")
+    p.add_argument("--window", type=int, default=70, help="residues per training window")
+    p.add_argument("--mask-fraction", type=float, default=0.15)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.02,
+        help="seeded share of the sequences held out to keep the best epoch",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --outdir")
+    _add_common(p)
 
     p = sub.add_parser("train", help="train one model (one test/validation split)")
     _add_training_options(p, one_model=True)
