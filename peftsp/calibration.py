@@ -28,7 +28,7 @@ import numpy as np
 from peftsp import grammar
 from peftsp.bundle import ORGANISM_IDS, Bundle, load_bundle
 from peftsp.errors import PeftSPError
-from peftsp.evaluation import predict_labelled, recorded_run_split, recorded_split
+from peftsp.evaluation import predict_labelled, recorded_run_split
 from peftsp.fasta import LabelledRecord, read_labelled_list, read_proteins
 from peftsp.files import atomic_write
 from peftsp.predict import predict_proteins, tempered
@@ -181,16 +181,11 @@ def calibrate_command(args) -> None:
     bundle = load_bundle(args.model)
     training = bundle.meta.get("training") or {}
     options = training.get("options") or {}
-    split = recorded_split(training)
-    if split["test_partition"] is None or (
-        split["val_partition"] is None and not split["val_fraction"]
-    ):
-        raise PeftSPError(
-            f"{args.model}: model.json does not record the training split (test partition and "
-            "--val-partition or --val-fraction); calibrate needs the validation records the "
-            "model was selected on"
-        )
-    train, val, _ = recorded_run_split(read_labelled_list(args.data), training)
+    records = read_labelled_list(args.data)
+    try:
+        train, val, _ = recorded_run_split(records, training)
+    except PeftSPError as err:  # calibrate fits on the records the model was selected on
+        raise PeftSPError(f"{args.model}: {err}") from err
     fraction = float(options.get("majority_fraction", 1.0))
     sheet = read_proteome_sheet(args.proteomes)
     groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})

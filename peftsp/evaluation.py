@@ -142,8 +142,13 @@ def recorded_run_split(
 ) -> tuple[list[LabelledRecord], list[LabelledRecord], list[LabelledRecord]]:
     """run_split of a run from its training record (a checkpoint's or model.json's)."""
     split = recorded_split(about)
-    if split["test_partition"] is None:
-        raise PeftSPError("the model does not record the training split it was selected on")
+    if split["test_partition"] is None or (
+        split["val_partition"] is None and not split["val_fraction"]
+    ):
+        raise PeftSPError(
+            "the model does not record the training split it was selected on (test partition "
+            "and --val-partition or --val-fraction)"
+        )
     return run_split(
         records,
         int(split["test_partition"]),
