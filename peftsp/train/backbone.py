@@ -21,6 +21,7 @@ from esm.model.esm2 import ESM2
 from esm.rotary_embedding import RotaryEmbedding
 
 from peftsp.errors import ModelError
+from peftsp.files import atomic_write
 from peftsp.train import hf_weights
 
 log = logging.getLogger("peftsp")
@@ -233,6 +234,28 @@ def _load_checkpoint(path: Path) -> ESM2:
     esm = build_backbone(config)
     _load_state(esm, state, path)
     return esm
+
+
+def save_fair_esm(esm: ESM2, path: Path) -> None:
+    """`esm` as a fair-esm ESM-2 checkpoint in the official layout (what fair-esm's ESM-2
+    loader and load_backbone read; the inverse of _official_layout), written atomically;
+    the contact head is left out, as fair-esm keeps it in an optional separate file."""
+    cfg = argparse.Namespace(
+        arch="ESM2",
+        encoder_layers=esm.num_layers,
+        encoder_embed_dim=esm.embed_dim,
+        encoder_ffn_embed_dim=4 * esm.embed_dim,
+        encoder_attention_heads=esm.attention_heads,
+        token_dropout=esm.token_dropout,
+    )
+    state = {}
+    for key, value in esm.state_dict().items():
+        if key in _OPTIONAL_KEYS:
+            continue
+        prefix = "encoder." if key.startswith("lm_head.") else "encoder.sentence_encoder."
+        state[prefix + key] = value
+    with atomic_write(path, "wb") as handle:
+        torch.save({"cfg": {"model": cfg}, "model": state}, handle)
 
 
 def _official_layout(path: Path, data: object) -> tuple[dict, dict]:

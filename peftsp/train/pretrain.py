@@ -15,7 +15,6 @@ exactly as if it had not stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -94,13 +93,15 @@ def mask_batch(
     return inputs, targets
 
 
-def masked_loss(esm: ESM2, inputs: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, int]:
-    """(mean cross-entropy over the chosen positions, number of those positions correct)."""
+def masked_loss(
+    esm: ESM2, inputs: np.ndarray, targets: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy over the chosen positions, the LM head's logits)."""
     logits = esm(torch.from_numpy(inputs))["logits"]
-    target = torch.from_numpy(targets)
-    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
-    correct = int(((logits.argmax(-1) == target) & (target != -100)).sum())
-    return loss, correct
+    loss = F.cross_entropy(
+        logits.flatten(0, 1), torch.from_numpy(targets).flatten(), ignore_index=-100
+    )
+    return loss, logits
 
 
 def learning_rate(peak: float, progress: float) -> float:
@@ -130,31 +131,12 @@ def held_out_loss(
     total, correct, count = 0.0, 0, 0
     for ids in batches(sequences, window, batch_size, rng):
         inputs, targets = mask_batch(ids, fraction, rng)
-        loss, right = masked_loss(esm, inputs, targets)
-        n = int((targets != -100).sum())
+        loss, logits = masked_loss(esm, inputs, targets)
+        chosen = targets != -100
+        right = int((logits.argmax(-1).numpy()[chosen] == targets[chosen]).sum())
+        n = int(chosen.sum())
         total, correct, count = total + float(loss) * n, correct + right, count + n
     return total / count, correct / count
-
-
-def save_fair_esm(esm: ESM2, path: Path) -> None:
-    """`esm` as a fair-esm ESM-2 checkpoint in the official layout (what fair-esm's
-    load_model_and_alphabet_local and `--backbone FILE` read), written atomically."""
-    cfg = argparse.Namespace(
-        arch="ESM2",
-        encoder_layers=esm.num_layers,
-        encoder_embed_dim=esm.embed_dim,
-        encoder_ffn_embed_dim=4 * esm.embed_dim,
-        encoder_attention_heads=esm.attention_heads,
-        token_dropout=esm.token_dropout,
-    )
-    state = {}
-    for key, value in esm.state_dict().items():
-        if key.startswith("contact_head."):  # fair-esm keeps it in a separate optional file
-            continue
-        prefix = "encoder." if key.startswith("lm_head.") else "encoder.sentence_encoder."
-        state[prefix + key] = value
-    with atomic_write(path, "wb") as handle:
-        torch.save({"cfg": {"model": cfg}, "model": state}, handle)
 
 
 def pretrain_command(args) -> None:
@@ -225,7 +207,7 @@ def pretrain_command(args) -> None:
         )
         log.info("epoch %d: held-out loss %.4f, accuracy %.4f", epoch, loss, accuracy)
         if loss < best:
-            save_fair_esm(esm, outdir / BACKBONE_FILE)
+            backbone.save_fair_esm(esm, outdir / BACKBONE_FILE)
             history["best_epoch"] = epoch
         with atomic_write(progress_file, "wb") as handle:
             torch.save(
