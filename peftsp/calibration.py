@@ -32,6 +32,7 @@ from peftsp.evaluation import predict_labelled, recorded_run_split
 from peftsp.fasta import LabelledRecord, read_labelled_list, read_proteins
 from peftsp.files import atomic_write
 from peftsp.predict import predict_proteins, tempered
+from peftsp.sampling import class_weights
 
 log = logging.getLogger("peftsp")
 
@@ -115,18 +116,22 @@ def log_ratio(new: np.ndarray, old: np.ndarray) -> list[float]:
     return [round(float(v), 6) for v in np.clip(ratio, -MAX_LOG_SHIFT, MAX_LOG_SHIFT)]
 
 
-def training_prior(records: list[LabelledRecord], organism: str, majority_fraction: float):
+def training_prior(
+    records: list[LabelledRecord],
+    organism: str,
+    majority_fraction: float = 1.0,
+    balance: float = 1.0,
+):
     """(6,) the type prior a model saw in training for an organism group: the type shares of
     its kingdom's training records ('other': of all of them, since the kingdom is hidden at
-    random), with the largest (kingdom, type) class down-weighted as training subsampled it."""
+    random), each (kingdom, type) class weighted as training drew it (sampling.class_weights)."""
     classes = Counter((r.kingdom, r.sp_type) for r in records)
-    largest = classes.most_common(1)[0][0]
+    weights = class_weights(classes, majority_fraction, balance)
     counts = np.zeros(len(grammar.SP_TYPES))
     for (kingdom, sp_type), n in classes.items():
         if organism != "other" and grammar.KINGDOM_TO_ORGANISM[kingdom] != organism:
             continue
-        weight = majority_fraction if (kingdom, sp_type) == largest else 1.0
-        counts[grammar.SP_TYPES.index(sp_type)] += n * weight
+        counts[grammar.SP_TYPES.index(sp_type)] += n * weights[(kingdom, sp_type)]
     if counts.sum() == 0:
         raise PeftSPError(f"no training records for organism group {organism!r}")
     return counts / counts.sum()
@@ -187,10 +192,11 @@ def calibrate_command(args) -> None:
     except PeftSPError as err:  # calibrate fits on the records the model was selected on
         raise PeftSPError(f"{args.model}: {err}") from err
     fraction = float(options.get("majority_fraction", 1.0))
+    balance = float(options.get("class_balance", 1.0))
     sheet = read_proteome_sheet(args.proteomes)
     groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})
-    seen = {o: training_prior(train, o, fraction) for o in groups}
-    natural = {o: training_prior(train, o, 1.0) for o in groups}
+    seen = {o: training_prior(train, o, fraction, balance) for o in groups}
+    natural = {o: training_prior(train, o) for o in groups}
     shifts: dict[str, dict[str, list[float]]] = {
         "training": {o: log_ratio(natural[o], seen[o]) for o in groups},
         "proteome": {},

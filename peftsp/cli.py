@@ -34,6 +34,7 @@ _HANDLERS = {
     "calibrate": "peftsp.calibration:calibrate_command",
     "average": "peftsp.train.training:average_command",
     "export": "peftsp.train.export:export_command",
+    "recover": "peftsp.train.recover:recover_command",
     "predict": "peftsp.predict:predict_command",
     "shard": "peftsp.workflow.shard:shard_command",
     "merge": "peftsp.workflow.merge:merge_command",
@@ -123,6 +124,13 @@ def _add_training_options(p: argparse.ArgumentParser, one_model: bool = False) -
         type=float,
         default=1.0,
         help="train each epoch on a fresh random share of the largest (kingdom, type) class",
+    )
+    p.add_argument(
+        "--class-balance",
+        type=float,
+        default=1.0,
+        help="draw each (kingdom, type) class n^B times per epoch, its records repeated "
+        "(1: as in the data; 0.5: square-root balancing); the largest class keeps its size",
     )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=20)
@@ -292,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train` selects epochs by) of each checkpoint and of the average, on the runs' "
         "validation records, and record the average's",
     )
+    _add_common(p)
+
+    p = sub.add_parser(
+        "recover",
+        help="rebuild a training checkpoint from a bundle (full fine-tuning or a random "
+        "backbone), to continue it with train --init",
+    )
+    p.add_argument("--model", required=True, help="model bundle directory")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     _add_common(p)
 
     p = sub.add_parser("export", help="merge PEFT weights and export a model bundle (ONNX)")

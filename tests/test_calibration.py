@@ -239,3 +239,27 @@ def test_calibrate_refuses_a_bad_proteome_sheet_before_touching_the_bundle(
     assert main([*argv, "--proteomes", str(tmp_path / "sheet.csv"), "--quiet"]) == 1
     assert re.search(problem, capsys.readouterr().err)
     assert (model / "model.json").read_bytes() == before
+
+
+def test_calibrate_undoes_the_recorded_class_balance_in_the_training_shift(
+    recorded_bundle, synthetic_file, tmp_path
+):
+    """A run trained with --class-balance saw other type shares than the labelled data; the
+    training prior shift written by calibrate must be the log ratio of exactly those."""
+    from peftsp.calibration import log_ratio
+    from peftsp.evaluation import run_split
+
+    options = {"seed": 0, "majority_fraction": 0.5, "class_balance": 0.5}
+    split = {"test_partition": 0, "val_partition": 1, "val_fraction": None, "options": options}
+    model = with_training(recorded_bundle, tmp_path / "model", split)
+    sheet = tmp_path / "sheet.csv"
+    (tmp_path / "proteome.faa").write_text(">p\nMKKLLLLAAAQ\n")
+    sheet.write_text("fasta,organism\nproteome.faa,gram_negative\n")
+    argv = ["calibrate", "--model", str(model), "--data", str(synthetic_file), "--quiet"]
+    assert main([*argv, "--proteomes", str(sheet)]) == 0
+    train, _, _ = run_split(read_labelled_list(synthetic_file), 0, 1)
+    written = load_bundle(model).meta["calibration"]["log_prior_shift"]["training"]
+    for organism, shift in written.items():
+        seen = training_prior(train, organism, 0.5, 0.5)
+        assert shift == log_ratio(training_prior(train, organism), seen)
+    assert any(v != 0 for v in written["other"])  # the balance really shifted something

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from peftsp.cli import DEFAULT_LR
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
 from peftsp.files import atomic_write
+from peftsp.sampling import epoch_copies
 from peftsp.train import backbone
 from peftsp.train.model import (
     CheckpointSession,
@@ -50,6 +50,7 @@ class TrainOptions:
     seed: int = 0
     quiet: bool = False
     majority_fraction: float = 1.0  # share of the largest (kingdom, type) class used per epoch
+    class_balance: float = 1.0  # class sizes per epoch go as n^class_balance (sampling module)
     lr_schedule: str = "constant"
 
 
@@ -132,19 +133,16 @@ def selection_score(model: SignalPeptideModel, records: list[LabelledRecord]) ->
 
 
 def epoch_records(
-    records: list[LabelledRecord], majority_fraction: float, rng: np.random.Generator
+    records: list[LabelledRecord],
+    majority_fraction: float,
+    rng: np.random.Generator,
+    balance: float = 1.0,
 ) -> np.ndarray:
-    """Indices of the records trained on in one epoch: all of them, except that only a fresh
-    random `majority_fraction` of the largest (kingdom, type) class is kept (in SignalP 6.0's
-    data, eukaryotic NO_SP is 70% of the records; the decode-time prior shift corrects for it).
-    """
-    if not 0 < majority_fraction <= 1:
-        raise PeftSPError(f"--majority-fraction must be in (0, 1], got {majority_fraction}")
+    """Indices of the records trained on in one epoch, a record repeated as often as
+    sampling.epoch_copies draws it (the decode-time prior shift undoes the class shares)."""
     classes = [(r.kingdom, r.sp_type) for r in records]
-    largest = Counter(classes).most_common(1)[0][0]
-    drawn = rng.random(len(records)) < majority_fraction
-    keep = np.array([c != largest for c in classes]) | drawn
-    return np.flatnonzero(keep)
+    copies = epoch_copies(classes, majority_fraction, balance, rng)
+    return np.repeat(np.arange(len(records)), copies)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -271,7 +269,8 @@ def fit(
     device = next(model.parameters()).device
     for epoch in range(progress["epoch"] + 1, options.epochs + 1):
         model.train()
-        order = rng.permutation(epoch_records(train, options.majority_fraction, rng))
+        drawn = epoch_records(train, options.majority_fraction, rng, options.class_balance)
+        order = rng.permutation(drawn)
         starts = range(0, len(order), options.batch_size)
         bar = tqdm(
             starts, disable=options.quiet, desc=f"epoch {epoch}/{options.epochs}", unit="batch"
@@ -371,6 +370,7 @@ def options_from_args(args, peft: str) -> TrainOptions:
         seed=args.seed,
         quiet=args.quiet,
         majority_fraction=args.majority_fraction,
+        class_balance=args.class_balance,
         lr_schedule=args.lr_schedule,
     )
 
