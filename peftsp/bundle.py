@@ -181,6 +181,7 @@ def metadata(
         "backbone_shape": config.pop("backbone_shape"),
         "window": config.pop("window"),
         "kingdom_conditioning": config.pop("kingdom_conditioning"),
+        **({"kingdom_input": True} if config.pop("kingdom_input", False) else {}),
         "sequence_rules": config.pop("sequence_rules", False),
         "peft": config,
         "states": list(grammar.STATES),

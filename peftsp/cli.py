@@ -107,6 +107,13 @@ def _add_training_options(p: argparse.ArgumentParser, one_model: bool = False) -
         help="learn a kingdom embedding added before the emission layer",
     )
     p.add_argument(
+        "--kingdom-input",
+        action="store_true",
+        help="also add a kingdom embedding to every input token, so every layer sees the "
+        "kingdom (needs --kingdom-conditioning; with --init it is added, at zero, to the "
+        "starting model)",
+    )
+    p.add_argument(
         "--region-weight",
         type=float,
         default=0.5,

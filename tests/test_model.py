@@ -101,3 +101,49 @@ def test_loading_rejects_foreign_and_corrupt_files(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(ModelError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def _kingdom_difference(model: SignalPeptideModel) -> torch.Tensor:
+    """Emissions for kingdom 3 minus kingdom 4, (B, L, 37)."""
+    ids, _ = _tokens()
+    with torch.no_grad():
+        return model(ids, torch.full((3,), 3)) - model(ids, torch.full((3,), 4))
+
+
+def _randomise(*embeddings: torch.nn.Embedding) -> None:
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for embedding in embeddings:
+            embedding.weight.normal_(0, 1.0, generator=generator)
+
+
+def test_kingdom_input_lets_every_layer_see_the_kingdom():
+    """Output conditioning can only shift each state's emission by a constant per kingdom; the
+    input embedding changes what the layers compute, so the shift varies along the protein."""
+    output_only = _model("full", kingdom_conditioning=True)
+    _randomise(output_only.kingdom)
+    shift = _kingdom_difference(output_only)[0, :17]
+    assert torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-5)
+
+    both = _model("full", kingdom_conditioning=True, kingdom_input=True)
+    _randomise(both.kingdom, both.kingdom_input)
+    varying = _kingdom_difference(both)[0, :17]
+    assert (varying - varying[:1]).abs().max() > 1e-2
+
+
+def test_a_zero_kingdom_input_added_to_a_model_keeps_its_emissions():
+    from peftsp.train.training import with_kingdom_input
+
+    model = _model("full", kingdom_conditioning=True)
+    _randomise(model.kingdom)
+    grown = with_kingdom_input(model).eval()
+    assert grown.config.kingdom_input and grown.kingdom_input.weight.requires_grad
+    ids, _ = _tokens()
+    kingdom = torch.tensor([1, 3, 4])
+    with torch.no_grad():
+        assert torch.equal(grown(ids, kingdom), model(ids, kingdom))
+
+
+def test_kingdom_input_needs_kingdom_conditioning():
+    with pytest.raises(ModelError, match="needs kingdom conditioning"):
+        _model("full", kingdom_input=True)

@@ -15,22 +15,26 @@ from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
 SPEC = "random:L2-E32-H4"
 
 
-@pytest.fixture(scope="module")
-def conditioned(tmp_path_factory):
-    """A random-backbone model with a kingdom embedding, sequence rules and random CRF scores
-    (nothing at its zero initialisation, so a misplaced weight shows), and its bundle."""
+@pytest.fixture(scope="module", params=[False, True], ids=["kingdom-output", "kingdom-input"])
+def conditioned(request, tmp_path_factory):
+    """A random-backbone model with kingdom embeddings (at the output; also at the input),
+    sequence rules and random CRF scores (nothing at its zero initialisation, so a misplaced
+    weight shows), and its bundle."""
     esm = backbone.load_backbone(SPEC, seed=5)
     config = ModelConfig(
         backbone=SPEC,
         backbone_shape=backbone.backbone_config(esm),
         peft="full",
         kingdom_conditioning=True,
+        kingdom_input=request.param,
         sequence_rules=True,
     )
     model = SignalPeptideModel(esm, config, seed=5).eval()
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         model.kingdom.weight.normal_(0, 0.5, generator=generator)
+        if model.kingdom_input is not None:
+            model.kingdom_input.weight.normal_(0, 0.5, generator=generator)
         for name in ("transitions", "start_transitions", "end_transitions"):
             original = model.crf.parametrizations[name].original
             original.normal_(0, 1, generator=generator)

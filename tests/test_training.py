@@ -336,3 +336,31 @@ def test_a_validation_share_is_drawn_the_same_whatever_the_validation_partition(
     ] == held
     with pytest.raises(PeftSPError, match="validation partition or a validation fraction"):
         evaluation.run_split(records, 0)
+
+
+def test_init_with_kingdom_input_grows_the_model_without_changing_it(
+    synthetic_file, trained, tmp_path, capsys
+):
+    from peftsp.train.model import save_checkpoint
+
+    esm = backbone.load_backbone("random:L1-E16-H2", seed=0)
+    config = ModelConfig(
+        backbone="random:L1-E16-H2",
+        backbone_shape=backbone.backbone_config(esm),
+        peft="full",
+        kingdom_conditioning=True,
+    )
+    start = tmp_path / "start.pt"
+    save_checkpoint(SignalPeptideModel(esm, config), start)
+    out = tmp_path / "grown"
+    argv = ["train", "--data", str(synthetic_file), "--epochs", "1", "--lr", "0"]
+    argv += ["--kingdom-input", "--batch-size", "8", "--quiet"]
+    assert main([*argv, "--init", str(start), "--outdir", str(out)]) == 0
+    grown, _ = load_checkpoint(out / "model.pt")
+    before, _ = load_checkpoint(start)
+    assert grown.config.kingdom_input and not before.config.kingdom_input
+    records = read_labelled_list(synthetic_file)
+    assert predict_records(grown, records) == predict_records(before, records)
+    refused = tmp_path / "refused"
+    assert main([*argv, "--init", str(trained("lora")), "--outdir", str(refused)]) == 1
+    assert "needs kingdom conditioning" in capsys.readouterr().err

@@ -124,14 +124,21 @@ def build_backbone(config: dict, seed: int = 0) -> ESM2:
     return esm.eval()
 
 
-def encode(esm: ESM2, tokens: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+def encode(
+    esm: ESM2,
+    tokens: torch.Tensor,
+    prompt: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Last-layer representations (B, T, E) after the final layer norm, for tokens (B, T).
 
     The same function as `esm(tokens, repr_layers=[L])["representations"][L]`, but the padding
     mask is always passed (fair-esm drops it for unpadded batches, which a traced ONNX graph
     then lacks) and the LM and contact heads are not computed. A `prompt` (P, E) is prepended
     to the token embeddings before `<cls>`, before the token-dropout rescale (so it is scaled
-    like the tokens, as in PEFT-SP), is never masked, and is cut from the output.
+    like the tokens, as in PEFT-SP), is never masked, and is cut from the output. A `shift`
+    (B, E) is added to every input embedding of its row (a per-protein condition, such as the
+    kingdom, that all layers see).
     """
     padding = tokens.eq(esm.padding_idx)
     masked = tokens.eq(esm.mask_idx)
@@ -147,6 +154,8 @@ def encode(esm: ESM2, tokens: torch.Tensor, prompt: torch.Tensor | None = None) 
         x = x.masked_fill(masked.unsqueeze(-1), 0.0)
         observed = masked.sum(-1).to(x.dtype) / (~padding).sum(-1)
         x = x * (1 - _MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
+    if shift is not None:
+        x = x + shift[:, None, :]
     x = x * (1 - padding.unsqueeze(-1).type_as(x))
     x = x.transpose(0, 1)  # fair-esm layers take (T, B, E)
     for layer in esm.layers:

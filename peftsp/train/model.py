@@ -41,6 +41,7 @@ class ModelConfig:
     adapter_size: int | None = None
     prompt_length: int = 10
     kingdom_conditioning: bool = False
+    kingdom_input: bool = False  # a second kingdom embedding added to every input token
     dropout: float = 0.1
     window: int = 70
     sequence_rules: bool = False  # grammar.sequence_mask applied to the emissions
@@ -95,6 +96,15 @@ class SignalPeptideModel(nn.Module):
         )
         if self.kingdom is not None:
             nn.init.zeros_(self.kingdom.weight)
+        if config.kingdom_input and not config.kingdom_conditioning:
+            raise ModelError("a kingdom input embedding needs kingdom conditioning")
+        # Zero at the start, so adding it to a trained model (train --init --kingdom-input)
+        # leaves its predictions unchanged until training moves it.
+        self.kingdom_input = (
+            nn.Embedding(len(ORGANISM_IDS), embed_dim) if config.kingdom_input else None
+        )
+        if self.kingdom_input is not None:
+            nn.init.zeros_(self.kingdom_input.weight)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(embed_dim, grammar.NUM_STATES)
         self.crf = RegionCRF()
@@ -113,10 +123,11 @@ class SignalPeptideModel(nn.Module):
         ignored by the CRF through the length mask.
         """
         prompt = self.prompt.weight if self.prompt is not None else None
-        hidden = backbone.encode(self.backbone, tokens, prompt)[:, 1:-1]
+        if self.kingdom is not None and kingdom is None:
+            kingdom = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+        shift = self.kingdom_input(kingdom) if self.kingdom_input is not None else None
+        hidden = backbone.encode(self.backbone, tokens, prompt, shift)[:, 1:-1]
         if self.kingdom is not None:
-            if kingdom is None:
-                kingdom = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
             hidden = hidden + self.kingdom(kingdom)[:, None, :]
         return self.head(self.dropout(hidden))
 

@@ -37,6 +37,7 @@ def _config(meta: dict) -> ModelConfig:
             "backbone_shape": meta["backbone_shape"],
             "window": meta["window"],
             "kingdom_conditioning": meta["kingdom_conditioning"],
+            "kingdom_input": meta.get("kingdom_input", False),
             "sequence_rules": meta.get("sequence_rules", False),
         }
     )

@@ -352,6 +352,7 @@ def config_from_args(args, esm) -> ModelConfig:
         adapter_size=args.adapter_size,
         prompt_length=args.prompt_length,
         kingdom_conditioning=args.kingdom_conditioning,
+        kingdom_input=args.kingdom_input,
         dropout=args.dropout,
         window=args.window,
         sequence_rules=args.sequence_rules,
@@ -385,11 +386,26 @@ def initial_model(args) -> tuple[SignalPeptideModel, dict]:
     if init:
         model, extra = load_checkpoint(init)
         log.info("starting from %s (its backbone, PEFT method and head)", init)
+        if getattr(args, "kingdom_input", False) and not model.config.kingdom_input:
+            model = with_kingdom_input(model)
+            log.info("added a kingdom input embedding (zero: predictions unchanged)")
         return model, extra
     if not args.backbone:
         raise InputError("one of --backbone, --init is required")
     esm = backbone.load_backbone(args.backbone, seed=args.seed)
     return SignalPeptideModel(esm, config_from_args(args, esm), seed=args.seed), {}
+
+
+def with_kingdom_input(model: SignalPeptideModel) -> SignalPeptideModel:
+    """The model with a (zero) kingdom input embedding added: the same predictions, one more
+    trainable table."""
+    if not model.config.kingdom_conditioning:
+        raise PeftSPError("--kingdom-input needs kingdom conditioning, which this model lacks")
+    grown = model_from_config({**model.config.to_dict(), "kingdom_input": True})
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or missing != ["kingdom_input.weight"]:
+        raise PeftSPError(f"cannot add a kingdom input to this model ({missing}, {unexpected})")
+    return grown
 
 
 def check_same_split(what: str, earlier: dict, now: dict) -> None:
