@@ -137,6 +137,19 @@ def training_prior(
     return counts / counts.sum()
 
 
+def training_shifts(train: list[LabelledRecord], options: dict) -> dict[str, list[float]]:
+    """Per organism group, log(labelled-data prior / prior the model saw in training): the
+    "training" prior shift that undoes a run's recorded --majority-fraction and
+    --class-balance (`options`, as train records them)."""
+    fraction = float(options.get("majority_fraction", 1.0))
+    balance = float(options.get("class_balance", 1.0))
+    groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})
+    return {
+        o: log_ratio(training_prior(train, o), training_prior(train, o, fraction, balance))
+        for o in groups
+    }
+
+
 def estimate_prior(posteriors: np.ndarray, prior: np.ndarray, steps: int = 200) -> np.ndarray:
     """EM estimate of the type prior of unlabelled proteins (Saerens et al. 2002).
 
@@ -191,14 +204,9 @@ def calibrate_command(args) -> None:
         train, val, _ = recorded_run_split(records, training)
     except PeftSPError as err:  # calibrate fits on the records the model was selected on
         raise PeftSPError(f"{args.model}: {err}") from err
-    fraction = float(options.get("majority_fraction", 1.0))
-    balance = float(options.get("class_balance", 1.0))
     sheet = read_proteome_sheet(args.proteomes)
-    groups = sorted({grammar.KINGDOM_TO_ORGANISM[r.kingdom] for r in train} | {"other"})
-    seen = {o: training_prior(train, o, fraction, balance) for o in groups}
-    natural = {o: training_prior(train, o) for o in groups}
     shifts: dict[str, dict[str, list[float]]] = {
-        "training": {o: log_ratio(natural[o], seen[o]) for o in groups},
+        "training": training_shifts(train, options),
         "proteome": {},
     }
     session = Session(bundle, "cpu", "fp32", args.threads)
@@ -210,13 +218,14 @@ def calibrate_command(args) -> None:
         posteriors = np.concatenate(
             [proteome_posteriors(session, f, organism) for f, o in sheet if o == organism]
         )
-        estimated = estimate_prior(posteriors, natural[organism])
-        shifts["proteome"][organism] = log_ratio(estimated, natural[organism])
+        natural = training_prior(train, organism)
+        estimated = estimate_prior(posteriors, natural)
+        shifts["proteome"][organism] = log_ratio(estimated, natural)
         log.info(
             "%s: %d proteins; labelled-data prior %s -> proteome prior %s",
             organism,
             len(posteriors),
-            np.round(natural[organism], 4).tolist(),
+            np.round(natural, 4).tolist(),
             np.round(estimated, 4).tolist(),
         )
     meta = dict(bundle.meta)

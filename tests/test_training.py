@@ -364,3 +364,39 @@ def test_init_with_kingdom_input_grows_the_model_without_changing_it(
     refused = tmp_path / "refused"
     assert main([*argv, "--init", str(trained("lora")), "--outdir", str(refused)]) == 1
     assert "needs kingdom conditioning" in capsys.readouterr().err
+
+
+def test_selection_decodes_with_the_training_shift_its_calibrated_bundle_uses(
+    tiny_backbone_file, tmp_path, monkeypatch
+):
+    """Epoch selection must see the predictions the shipped model will make: class subsampling
+    and balancing undone by the run's training prior shift, decoded exactly as a bundle
+    calibrated with that shift decodes."""
+    from peftsp.bundle import Bundle, load_bundle
+    from peftsp.calibration import training_shifts
+    from peftsp.runtime import Session
+    from peftsp.train.export import export_bundle
+
+    seen = []
+    real = training.selection_score
+    monkeypatch.setattr(
+        training, "selection_score", lambda m, r, s=None: seen.append(s) or real(m, r, s)
+    )
+    data = write_dataset(tmp_path / "d.fasta", per_type=4)
+    out = tmp_path / "run"
+    argv = _train_argv(data, tiny_backbone_file, out, 2)
+    assert main([*argv, "--class-balance", "0.5", "--val-fraction", "0.3"]) == 0
+    model, extra = load_checkpoint(out / "model.pt")
+    train, val, _ = evaluation.recorded_run_split(read_labelled_list(data), extra)
+    shifts = training_shifts(train, extra["options"])
+    assert seen == [shifts, shifts] and any(any(v) for v in shifts.values())
+
+    export_bundle(model, tmp_path / "bundle", training=extra)
+    bundle = load_bundle(tmp_path / "bundle")
+    strong = {o: [0.0, 0.0, 0.0, 8.0, 0.0, 0.0] for o in shifts}  # Tat/SPI made likely
+    meta = {**bundle.meta, "calibration": {"log_prior_shift": {"training": strong}}}
+    session = Session(Bundle(bundle.path, meta, bundle.crf), "cpu", "fp32", 1)
+    shipped = evaluation.predict_labelled(session, val)
+    ours = predict_records(model, val, shifts=strong)
+    assert ([p.sp_type for p in shipped], [p.cs for p in shipped]) == ours
+    assert ours != predict_records(model, val)

@@ -240,7 +240,14 @@ class CheckpointSession:
 
     providers = ("CPUExecutionProvider",)  # the decode runs in the calling thread
 
-    def __init__(self, model: SignalPeptideModel, path: str | Path = "checkpoint") -> None:
+    def __init__(
+        self,
+        model: SignalPeptideModel,
+        path: str | Path = "checkpoint",
+        training_shifts: dict[str, list[float]] | None = None,
+    ) -> None:
+        """training_shifts: the run's "training" prior shift per organism group
+        (calibration.training_shifts), decoded as a calibrated bundle of the model would be."""
         self.model = model.eval()
         meta = bundle_format.metadata(
             name=Path(path).stem,
@@ -251,6 +258,8 @@ class CheckpointSession:
             training=None,
         )
         meta["files"] = {}
+        if training_shifts:
+            meta["calibration"] = {"log_prior_shift": {"training": training_shifts}}
         self.bundle = bundle_format.Bundle(Path(path), meta, model.crf.numpy_parameters())
 
     @classmethod

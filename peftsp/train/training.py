@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from peftsp import evaluation, grammar, labels, metrics, tokens
 from peftsp.bundle import ORGANISM_IDS
+from peftsp.calibration import training_shifts
 from peftsp.cli import DEFAULT_LR
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
@@ -117,17 +118,24 @@ def predict_records(
     records: list[LabelledRecord],
     batch_size: int = 64,
     organism_rule: bool = True,
+    shifts: dict[str, list[float]] | None = None,
 ) -> tuple[list[str], list[int | None]]:
-    """Predicted types and cleavage sites of a PyTorch model, through the prediction loop."""
+    """Predicted types and cleavage sites of a PyTorch model, through the prediction loop;
+    `shifts`: the run's training prior shift (calibration.training_shifts)."""
     predictions = evaluation.predict_labelled(
-        CheckpointSession(model), records, organism_rule, batch_size
+        CheckpointSession(model, training_shifts=shifts), records, organism_rule, batch_size
     )
     return [p.sp_type for p in predictions], [p.cs for p in predictions]
 
 
-def selection_score(model: SignalPeptideModel, records: list[LabelledRecord]) -> float:
-    """Validation score for best-epoch selection: detection MCC + CS MCC, kingdom-averaged."""
-    pred_types, pred_cs = predict_records(model, records)
+def selection_score(
+    model: SignalPeptideModel,
+    records: list[LabelledRecord],
+    shifts: dict[str, list[float]] | None = None,
+) -> float:
+    """Validation score for best-epoch selection: detection MCC + CS MCC, kingdom-averaged,
+    decoded with the run's training prior shift (`shifts`), as its calibrated bundle will be."""
+    pred_types, pred_cs = predict_records(model, records, shifts=shifts)
     kingdoms, true_types, true_cs = evaluation.truth(records)
     return metrics.detection_and_cs_mcc(kingdoms, true_types, pred_types, true_cs, pred_cs)
 
@@ -221,11 +229,12 @@ def average_command(args) -> None:
         check_same_split(str(path), extra, about)
     extra = {**about, "averaged": [str(p) for p in paths]}
     if args.data:
-        _, val, _ = evaluation.recorded_run_split(read_labelled_list(args.data), about)
+        train, val, _ = evaluation.recorded_run_split(read_labelled_list(args.data), about)
+        shifts = training_shifts(train, about.get("options") or {})
         for path, (_, weights, _) in zip(paths, loaded, strict=True):
             single = _model_with(config, weights, path)
-            print(f"{path}: validation score {selection_score(single, val):.4f}")
-        extra["val_score"] = selection_score(model, val)
+            print(f"{path}: validation score {selection_score(single, val, shifts):.4f}")
+        extra["val_score"] = selection_score(model, val, shifts)
         print(f"average: validation score {extra['val_score']:.4f} ({len(val)} records)")
     save_checkpoint(model, args.out, extra=extra)
     print(f"wrote {args.out}: the mean of {len(paths)} checkpoints")
@@ -265,6 +274,7 @@ def fit(
         log.info("resuming after epoch %d", progress["epoch"])
     history: list[dict] = progress["history"]
     best = progress["best"]
+    shifts = training_shifts(train, vars(options))
     window = model.config.window
     device = next(model.parameters()).device
     for epoch in range(progress["epoch"] + 1, options.epochs + 1):
@@ -305,7 +315,7 @@ def fit(
             optimizer.step()
             total += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        score = selection_score(model, val) if val else -total
+        score = selection_score(model, val, shifts) if val else -total
         entry = {"epoch": epoch, "train_loss": total / max(1, len(starts)), "val_score": score}
         history.append(entry)
         log.info(
@@ -458,7 +468,8 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
     best = fit(model, train, val_records, options, outdir, about, resume)
     model, _ = load_checkpoint(outdir / "model.pt")
     model.to(training_device(args.device))
-    test_metrics = evaluation.labelled_metrics(CheckpointSession(model), test_records)
+    session = CheckpointSession(model, training_shifts=training_shifts(train, vars(options)))
+    test_metrics = evaluation.labelled_metrics(session, test_records)
     _write_json(outdir / "test_metrics.json", {"best": best, "metrics": test_metrics})
     return test_metrics
 
