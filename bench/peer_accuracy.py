@@ -102,6 +102,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="passed to peftsp predict")
     parser.add_argument("--threads", type=int, default=None, help="passed to peftsp predict")
     parser.add_argument("--device", default=None, help="passed to peftsp predict")
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="also write DeepSig's Sec/SPI MCC1 per kingdom here (bench/default_model.py "
+        "--deepsig reads it)",
+    )
     args = parser.parse_args()
 
     workdir = Path(args.workdir).resolve()
@@ -176,6 +182,9 @@ def main() -> None:
         ])  # fmt: skip
     headers = ["kingdom", "records", "true Sec/SPI", "MCC1 DeepSig", "MCC1 PEFT-SP"]
     print(table([*headers, "MCC2 DeepSig", "MCC2 PEFT-SP"], rows))
+    if args.json:
+        peer_mcc1 = {k: deep[f"{k}_SP_mcc1"] for k in dict.fromkeys(rows_k)}
+        Path(args.json).write_text(json.dumps(peer_mcc1, indent=1) + "\n")
     print()
     print("Sec/SPI cleavage site: recall / precision at tolerance 0 and 3 residues")
     rows = []
