@@ -90,7 +90,8 @@ def merged_copy(model: SignalPeptideModel) -> SignalPeptideModel:
     return merged
 
 
-def _onnx_inputs(model: SignalPeptideModel, ids: np.ndarray, kingdom: np.ndarray) -> dict:
+def onnx_inputs(model: SignalPeptideModel, ids: np.ndarray, kingdom: np.ndarray) -> dict:
+    """The graph's input feeds for token ids and organism ids (kingdom only if conditioned)."""
     feeds = {INPUT_TOKENS: ids}
     if model.config.kingdom_conditioning:
         feeds[INPUT_KINGDOM] = kingdom
@@ -293,7 +294,7 @@ def export_bundle(
     try:
         graph = {p: staging / name for p, name in PRECISION_FILES.items()}
         export_onnx(merged, graph["fp32"], ids, kingdom)
-        feeds = _onnx_inputs(model, ids, kingdom)
+        feeds = onnx_inputs(model, ids, kingdom)
         onnx_diff = max_abs_diff(run_onnx(graph["fp32"], feeds), reference, lengths)
         log.info("ONNX Runtime vs PyTorch: max abs diff %.2e", onnx_diff)
         if onnx_diff > TOLERANCE:

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from peftsp.bundle import load_bundle
 from peftsp.errors import ModelError
-from peftsp.train.export import TOLERANCE, _onnx_inputs, example_batch, max_abs_diff, run_onnx
+from peftsp.train.export import TOLERANCE, example_batch, max_abs_diff, onnx_inputs, run_onnx
 from peftsp.train.model import ModelConfig, SignalPeptideModel, model_from_config, save_checkpoint
 
 log = logging.getLogger("peftsp")
@@ -99,7 +99,7 @@ def _check_against_graph(model: SignalPeptideModel, graph: Path) -> None:
     ids, lengths, kingdom = example_batch(model.config.window)
     with torch.no_grad():
         ours = model(torch.as_tensor(ids), torch.as_tensor(kingdom)).numpy()
-    diff = max_abs_diff(run_onnx(graph, _onnx_inputs(model, ids, kingdom)), ours, lengths)
+    diff = max_abs_diff(run_onnx(graph, onnx_inputs(model, ids, kingdom)), ours, lengths)
     log.info("rebuilt model vs %s: max abs diff %.2e", graph, diff)
     if diff > TOLERANCE:
         raise ModelError(
