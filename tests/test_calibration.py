@@ -126,16 +126,23 @@ def with_training(bundle: Path, target: Path, training: dict) -> Path:
     return target
 
 
+def _calibrated_copy(bundle: Path, data: Path, tmp_path: Path, training: dict):
+    """A copy of the bundle recording `training`, calibrated on a one-protein proteome sheet;
+    (model, calibrate argv without --proteomes, sheet)."""
+    model = with_training(bundle, tmp_path / "model", training)
+    sheet = tmp_path / "sheet.csv"
+    (tmp_path / "proteome.faa").write_text(">p\nMKKLLLLAAAQ\n")
+    sheet.write_text("fasta,organism\nproteome.faa,gram_negative\n")
+    argv = ["calibrate", "--model", str(model), "--data", str(data), "--quiet"]
+    assert main([*argv, "--proteomes", str(sheet)]) == 0
+    return model, argv, sheet
+
+
 def test_calibrate_fits_on_the_validation_partition_of_a_partition_split(
     recorded_bundle, synthetic_file, tmp_path, capsys
 ):
     split = {"test_partition": 0, "val_partition": 1, "val_fraction": None, "options": {}}
-    model = with_training(recorded_bundle, tmp_path / "model", split)
-    sheet = tmp_path / "sheet.csv"
-    (tmp_path / "proteome.faa").write_text(">p\nMKKLLLLAAAQ\n")
-    sheet.write_text("fasta,organism\nproteome.faa,gram_negative\n")
-    argv = ["calibrate", "--model", str(model), "--data", str(synthetic_file), "--quiet"]
-    assert main([*argv, "--proteomes", str(sheet)]) == 0
+    model, argv, sheet = _calibrated_copy(recorded_bundle, synthetic_file, tmp_path, split)
     fitted = load_bundle(model).meta["calibration"]["fitted_on"]["validation_records"]
     assert fitted == sum(r.partition == 1 for r in read_labelled_list(synthetic_file))
     unrecorded = with_training(recorded_bundle, tmp_path / "none", {"test_partition": 0})
@@ -251,12 +258,7 @@ def test_calibrate_undoes_the_recorded_class_balance_in_the_training_shift(
 
     options = {"seed": 0, "majority_fraction": 0.5, "class_balance": 0.5}
     split = {"test_partition": 0, "val_partition": 1, "val_fraction": None, "options": options}
-    model = with_training(recorded_bundle, tmp_path / "model", split)
-    sheet = tmp_path / "sheet.csv"
-    (tmp_path / "proteome.faa").write_text(">p\nMKKLLLLAAAQ\n")
-    sheet.write_text("fasta,organism\nproteome.faa,gram_negative\n")
-    argv = ["calibrate", "--model", str(model), "--data", str(synthetic_file), "--quiet"]
-    assert main([*argv, "--proteomes", str(sheet)]) == 0
+    model, _, _ = _calibrated_copy(recorded_bundle, synthetic_file, tmp_path, split)
     train, _, _ = run_split(read_labelled_list(synthetic_file), 0, 1)
     written = load_bundle(model).meta["calibration"]["log_prior_shift"]["training"]
     for organism, shift in written.items():
