@@ -15,6 +15,14 @@ from peftsp.errors import PeftSPError
 Class = tuple[str, str]  # (kingdom, SP type)
 
 
+def check_options(majority_fraction: float, balance: float) -> None:
+    """Refuse a --majority-fraction or --class-balance outside (0, 1]."""
+    if not 0 < majority_fraction <= 1:
+        raise PeftSPError(f"--majority-fraction must be in (0, 1], got {majority_fraction}")
+    if not 0 < balance <= 1:
+        raise PeftSPError(f"--class-balance must be in (0, 1], got {balance}")
+
+
 def class_weights(
     classes: Counter[Class], majority_fraction: float = 1.0, balance: float = 1.0
 ) -> dict[Class, float]:
@@ -25,10 +33,7 @@ def class_weights(
     keeps its size; that class is then subsampled to `majority_fraction` of it (in SignalP
     6.0's data eukaryotic NO_SP is 70% of the records).
     """
-    if not 0 < majority_fraction <= 1:
-        raise PeftSPError(f"--majority-fraction must be in (0, 1], got {majority_fraction}")
-    if not 0 < balance <= 1:
-        raise PeftSPError(f"--class-balance must be in (0, 1], got {balance}")
+    check_options(majority_fraction, balance)
     largest, most = classes.most_common(1)[0]
     weights = {c: (n / most) ** (balance - 1.0) for c, n in classes.items()}
     weights[largest] = majority_fraction

@@ -400,3 +400,17 @@ def test_selection_decodes_with_the_training_shift_its_calibrated_bundle_uses(
     ours = predict_records(model, val, shifts=strong)
     assert ([p.sp_type for p in shipped], [p.cs for p in shipped]) == ours
     assert ours != predict_records(model, val)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--class-balance", "0"), ("--majority-fraction", "1.5")]
+)
+def test_bad_sampling_options_are_refused_before_any_output(
+    tiny_backbone_file, tmp_path, capsys, option, value
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--backbone", str(tiny_backbone_file)]
+    assert main([*argv, option, value, "--outdir", str(out), "--quiet"]) == 1
+    assert f"{option} must be in (0, 1], got {float(value)}" in capsys.readouterr().err
+    assert not out.exists()

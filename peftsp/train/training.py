@@ -21,7 +21,7 @@ from peftsp.cli import DEFAULT_LR
 from peftsp.errors import InputError, PeftSPError
 from peftsp.fasta import LabelledRecord, read_labelled_list
 from peftsp.files import atomic_write
-from peftsp.sampling import epoch_copies
+from peftsp.sampling import check_options, epoch_copies
 from peftsp.train import backbone
 from peftsp.train.model import (
     CheckpointSession,
@@ -370,7 +370,9 @@ def config_from_args(args, esm) -> ModelConfig:
 
 
 def options_from_args(args, peft: str) -> TrainOptions:
-    """Training options of `peftsp train`/`crossval`; peft picks the default learning rate."""
+    """Training options of `peftsp train`/`crossval`; peft picks the default learning rate.
+    Sampling options are checked here, before a run creates its output folder."""
+    check_options(args.majority_fraction, args.class_balance)
     return TrainOptions(
         epochs=args.epochs,
         batch_size=args.batch_size,
