@@ -150,6 +150,19 @@ class Bundle:
         return {**self.crf, "start": self.crf["start"] + shift[grammar.STATE_TYPE]}
 
 
+def model_config(meta: dict) -> dict:
+    """The model config `metadata` spread over model.json, gathered back (ModelConfig's keys)."""
+    return {
+        **meta["peft"],
+        "backbone": meta["backbone"],
+        "backbone_shape": meta["backbone_shape"],
+        "window": meta["window"],
+        "kingdom_conditioning": meta["kingdom_conditioning"],
+        "kingdom_input": meta.get("kingdom_input", False),
+        "sequence_rules": meta.get("sequence_rules", False),
+    }
+
+
 def default_model_dir() -> Path:
     """$PEFTSP_MODEL, else the embedded default model."""
     env = os.environ.get(MODEL_ENV)

@@ -8,7 +8,7 @@ import torch
 
 from peftsp.cli import main
 from peftsp.errors import ModelError
-from peftsp.train import backbone, recover
+from peftsp.train import backbone, export, recover
 from peftsp.train.export import example_batch, export_bundle
 from peftsp.train.model import ModelConfig, SignalPeptideModel, load_checkpoint
 
@@ -85,7 +85,7 @@ def test_a_lora_bundle_is_refused_by_name(bundle, tmp_path, capsys):
 
 def test_a_graph_the_rebuilt_model_does_not_reproduce_is_refused(conditioned, monkeypatch):
     _, bundle = conditioned
-    real = recover.run_onnx
-    monkeypatch.setattr(recover, "run_onnx", lambda path, feeds: real(path, feeds) + 1e-3)
+    real = export.run_onnx
+    monkeypatch.setattr(export, "run_onnx", lambda path, feeds: real(path, feeds) + 1e-3)
     with pytest.raises(ModelError, match="differ from the graph's"):
         recover.model_from_bundle(bundle)

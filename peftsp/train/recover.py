@@ -19,28 +19,14 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from peftsp.bundle import load_bundle
+from peftsp.bundle import load_bundle, model_config
 from peftsp.errors import ModelError
-from peftsp.train.export import TOLERANCE, example_batch, max_abs_diff, onnx_inputs, run_onnx
+from peftsp.train.export import TOLERANCE, graph_diff
 from peftsp.train.model import ModelConfig, SignalPeptideModel, model_from_config, save_checkpoint
 
 log = logging.getLogger("peftsp")
 
 _PREFIX = "model."  # export._Exported wraps the model as `model`
-
-
-def _config(meta: dict) -> ModelConfig:
-    return ModelConfig.from_dict(
-        {
-            **meta["peft"],
-            "backbone": meta["backbone"],
-            "backbone_shape": meta["backbone_shape"],
-            "window": meta["window"],
-            "kingdom_conditioning": meta["kingdom_conditioning"],
-            "kingdom_input": meta.get("kingdom_input", False),
-            "sequence_rules": meta.get("sequence_rules", False),
-        }
-    )
 
 
 def _graph_weights(path: Path) -> dict[str, np.ndarray]:
@@ -71,7 +57,7 @@ def _graph_weights(path: Path) -> dict[str, np.ndarray]:
 def model_from_bundle(bundle_dir: str | Path) -> tuple[SignalPeptideModel, dict]:
     """(model, its training record) rebuilt from a bundle; checked against its fp32 graph."""
     bundle = load_bundle(bundle_dir)
-    config = _config(bundle.meta)
+    config = ModelConfig.from_dict(model_config(bundle.meta))
     if not config.stores_backbone:
         raise ModelError(
             f"{bundle_dir}: a {config.peft} bundle on {config.backbone} keeps merged weights "
@@ -96,10 +82,7 @@ def model_from_bundle(bundle_dir: str | Path) -> tuple[SignalPeptideModel, dict]
 
 
 def _check_against_graph(model: SignalPeptideModel, graph: Path) -> None:
-    ids, lengths, kingdom = example_batch(model.config.window)
-    with torch.no_grad():
-        ours = model(torch.as_tensor(ids), torch.as_tensor(kingdom)).numpy()
-    diff = max_abs_diff(run_onnx(graph, onnx_inputs(model, ids, kingdom)), ours, lengths)
+    diff = graph_diff(model, graph)
     log.info("rebuilt model vs %s: max abs diff %.2e", graph, diff)
     if diff > TOLERANCE:
         raise ModelError(
