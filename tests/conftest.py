@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from esm_fixtures import save_fair_esm_checkpoint, tiny_esm2
 from synthetic import write_dataset
 
-FIT_EPOCHS = 40
+FIT_EPOCHS = 100
 FIT_LR = 0.02
 
 

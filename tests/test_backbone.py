@@ -203,21 +203,10 @@ class Encoder(torch.nn.Module):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_encode_keeps_the_padding_mask_in_a_trace_of_an_unpadded_batch(model):
-    """The ONNX exporter traces: a mask dropped for the unpadded example would be lost."""
-    backbone.reset_rotary_caches(model)
+    """The ONNX exporter traces: a mask dropped for the unpadded example would be lost, and
+    the rotary tables must follow the length of each batch, not the traced one."""
     with torch.no_grad():
         traced = torch.jit.trace(Encoder(model), make_tokens([5, 5], seed=3), check_trace=False)
-        padded = make_tokens([5, 2], seed=4)
-        torch.testing.assert_close(traced(padded), reference(model, padded), atol=1e-5, rtol=0)
-
-
-def test_reset_rotary_caches_clears_every_layer(model):
-    with torch.no_grad():
-        backbone.encode(model, make_tokens([4]))
-    rotaries = [layer.self_attn.rot_emb for layer in model.layers]
-    assert all(r._cos_cached is not None and r._seq_len_cached == 6 for r in rotaries)
-    backbone.reset_rotary_caches(model)
-    assert all(
-        r._cos_cached is None and r._sin_cached is None and r._seq_len_cached is None
-        for r in rotaries
-    )
+        for lengths in ([5, 2], [9, 3, 1]):
+            padded = make_tokens(lengths, seed=4)
+            torch.testing.assert_close(traced(padded), reference(model, padded), atol=1e-5, rtol=0)

@@ -27,6 +27,7 @@ import pytest
 
 from peftsp import signalp6
 from peftsp.cli import main as peftsp_main
+from peftsp.fasta import read_labelled_list
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
 SIGNAL = "MKKTAIAIAVALAGFATVAQA"
@@ -48,10 +49,15 @@ def make_fasta(path: Path, count: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, model_bundle):
-    """peftsp-signalp6 outputs for eukarya and other on one proteome, with predict's JSON."""
+def runs(tmp_path_factory, model_bundle, synthetic_file):
+    """peftsp-signalp6 outputs for eukarya and other on one proteome, with predict's JSON. The
+    proteome is random proteins plus the synthetic records the tiny model was fitted to, so that
+    it calls some of each type whatever it makes of the random ones."""
     root = tmp_path_factory.mktemp("consumers")
     fasta = make_fasta(root / "proteome.faa", 16, seed=11)
+    learned = read_labelled_list(synthetic_file)
+    with fasta.open("a") as handle:
+        handle.writelines(f">{r.accession} synthetic {r.sp_type}\n{r.sequence}\n" for r in learned)
     out = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SOURCE_DATE_EPOCH", "1700000000")
@@ -162,7 +168,8 @@ def test_predector_reads_our_eukarya_table_as_signalp6s(runs):
     ours = (runs["euk"] / "prediction_results.txt").read_text()
     parsed = predector_signalp6(ours)
     assert parsed == predector_signalp6(reference_table(runs["euk"], "euk"))
-    assert {row[1] for row in parsed} <= {"NO_SP", "SP"} and len(parsed) == 16
+    proteins = (runs["euk"].parent / "proteome.faa").read_text().count(">")
+    assert {row[1] for row in parsed} == {"NO_SP", "SP"} and len(parsed) == proteins
     with pytest.raises(ValueError, match=r"Expected 4 or 5 but got [89]"):  # other layout
         predector_signalp6((runs["other"] / "prediction_results.txt").read_text())
 

@@ -40,7 +40,7 @@ from peftsp.bundle import (
 from peftsp.errors import ModelError
 from peftsp.fasta import read_proteins
 from peftsp.files import umask
-from peftsp.train import backbone, peft
+from peftsp.train import peft
 from peftsp.train.model import SignalPeptideModel, load_checkpoint
 
 log = logging.getLogger("peftsp")
@@ -107,7 +107,6 @@ def graph_diff(model: SignalPeptideModel, path: Path) -> float:
 
 def export_onnx(model: SignalPeptideModel, path: Path, ids: np.ndarray, kingdom: np.ndarray):
     """TorchScript-based ONNX export with dynamic batch and length."""
-    backbone.reset_rotary_caches(model)
     conditioned = model.config.kingdom_conditioning
     args = (
         (torch.as_tensor(ids), torch.as_tensor(kingdom)) if conditioned else (torch.as_tensor(ids),)
