@@ -6,7 +6,8 @@ in turns within one run so that a busy or throttled machine slows every bundle a
         --models old_bundle models/default --precision int8 --batch-sizes 16,64
 
 Each bundle gets a session with peftsp predict's options (runtime.Session); the first
---limit proteins are encoded once; each round runs every bundle over all batches in turn,
+--limit proteins are cut into predict's batches and encoded once (each batch padded to its
+longest protein, as predict does); each round runs every bundle over all batches in turn,
 after one warm-up round. Prints proteins/s per bundle and batch size (median of the rounds)
 and each bundle's speed as a ratio to the first one's.
 """
@@ -22,12 +23,10 @@ import numpy as np
 
 from peftsp import tokens
 from peftsp.bundle import load_bundle
+from peftsp.errors import PeftSPError
 from peftsp.fasta import read_proteins
+from peftsp.predict import batches
 from peftsp.runtime import Session
-
-
-def batches(ids: np.ndarray, size: int) -> list[np.ndarray]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def proteins_per_second(session: Session, chunks: list[np.ndarray]) -> float:
@@ -48,18 +47,24 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    bundles = [load_bundle(m) for m in args.models]
+    try:
+        bundles = [load_bundle(m) for m in args.models]
+        proteins = list(read_proteins(Path(args.fasta)))[: args.limit]
+    except PeftSPError as err:
+        raise SystemExit(f"graph_speed.py: {err}") from None
     windows = {b.window for b in bundles}
     if len(windows) != 1:
         raise SystemExit(f"bundles differ in window ({sorted(windows)}): not comparable")
-    sequences = [p.sequence for p in read_proteins(Path(args.fasta))][: args.limit]
-    ids, _ = tokens.encode(sequences, windows.pop())
-    print(f"{len(sequences)} proteins of {args.fasta}, {args.precision}, {args.threads} threads")
+    window = windows.pop()
+    print(f"{len(proteins)} proteins of {args.fasta}, {args.precision}, {args.threads} threads")
     print("| batch | bundle | proteins/s | ratio to the first |")
     print("| ---: | --- | ---: | ---: |")
     for size in (int(s) for s in args.batch_sizes.split(",")):
         sessions = [Session(b, "cpu", args.precision, args.threads, size) for b in bundles]
-        chunks = batches(ids, size)
+        chunks = [
+            tokens.encode([p.sequence for p in batch], window)[0]
+            for batch in batches(proteins, size)
+        ]
         rates: list[list[float]] = [[] for _ in sessions]
         for round_ in range(args.rounds + 1):
             for n, session in enumerate(sessions):
