@@ -160,6 +160,20 @@ def _add_training_options(p: argparse.ArgumentParser, one_model: bool = False) -
     p.add_argument("--weight-decay", type=float, default=1.2e-6)
     p.add_argument("--clip", type=float, default=0.25, help="gradient-norm clip")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the emissions")
+    p.add_argument(
+        "--layer-dropout",
+        type=float,
+        default=0.0,
+        help="dropout of each backbone layer's attention and feed-forward outputs in training "
+        "(regularises a small model trained from random weights; default: none, as ESM-2)",
+    )
+    p.add_argument(
+        "--residue-mask",
+        type=float,
+        default=0.0,
+        help="share of residues read as <mask> in training, drawn afresh for every batch "
+        "(augmentation; default: none)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=int, default=70, help="residues seen by the model")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")

@@ -20,6 +20,7 @@ from peftsp.train.training import (
     fit,
     learning_rate,
     make_batch,
+    mask_residues,
     predict_records,
 )
 
@@ -414,3 +415,87 @@ def test_bad_sampling_options_are_refused_before_any_output(
     assert main([*argv, option, value, "--outdir", str(out), "--quiet"]) == 1
     assert f"{option} must be in (0, 1], got {float(value)}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_residue_masking_hides_only_residues_at_the_asked_rate_and_is_seeded():
+    from peftsp import tokens
+
+    ids = torch.as_tensor(tokens.encode(["MKTAYIAKQR" * 7, "MLLK"], 70)[0])
+    residue = (ids != tokens.CLS) & (ids != tokens.EOS) & (ids != tokens.PAD)
+    assert mask_residues(ids, 0.0) is ids
+    torch.manual_seed(3)
+    masked = mask_residues(ids, 0.3)
+    changed = masked != ids
+    assert bool((masked[changed] == tokens.MASK).all()) and not bool((changed & ~residue).any())
+    assert 0.15 < changed.sum().item() / residue.sum().item() < 0.45
+    torch.manual_seed(3)
+    assert torch.equal(mask_residues(ids, 0.3), masked)
+    assert mask_residues(ids, 0.999).eq(tokens.MASK).sum() > 0.9 * residue.sum()
+
+
+def test_layer_dropout_acts_in_training_only(tiny_backbone_file, tmp_path):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    records = [r for r in read_labelled_list(data) if r.sp_type == "SP"]
+    batch = make_batch(records, 70)
+    esm = backbone.load_backbone(str(tiny_backbone_file))
+    plain = SignalPeptideModel(esm, _config(tiny_backbone_file, esm, 0.0), seed=1).eval()
+    dropped = SignalPeptideModel(esm, _config(tiny_backbone_file, esm, 0.3), seed=1)
+    dropped.load_state_dict(plain.state_dict())
+    dropped.eval()
+    assert torch.equal(dropped(batch.tokens), plain(batch.tokens))  # what export traces
+    dropped.train()
+    dropped.dropout.p = 0.0  # only the layers' dropout left
+    torch.manual_seed(0)
+    first = dropped(batch.tokens)
+    assert not torch.allclose(first, plain(batch.tokens), atol=1e-4)
+    assert not torch.allclose(first, dropped(batch.tokens), atol=1e-4)
+
+
+def _config(backbone_file, esm, layer_dropout):
+    return ModelConfig(
+        backbone=str(backbone_file),
+        backbone_shape=backbone.backbone_config(esm),
+        peft="full",
+        layer_dropout=layer_dropout,
+    )
+
+
+def test_masked_training_regularises_on_the_true_residues(tiny_backbone_file, tmp_path):
+    records = read_labelled_list(write_dataset(tmp_path / "d.fasta", per_type=2))
+    batch = make_batch(records, 70)
+    esm = backbone.load_backbone(str(tiny_backbone_file))
+    model = SignalPeptideModel(esm, _config(tiny_backbone_file, esm, 0.0), seed=1).eval()
+    torch.manual_seed(0)
+    seen = mask_residues(batch.tokens, 0.5)
+    args = (batch.lengths, batch.allowed, batch.types, None, 0.5)
+    with_true = model.loss(batch.tokens, *args, seen=seen)
+    # the model reads the masked rows; the composition regulariser reads the true residues
+    nll_only = model.loss(seen, *args[:-1], 0.0)
+    assert not torch.isclose(with_true, model.loss(seen, *args))
+    assert with_true > nll_only
+
+
+@pytest.mark.parametrize("option", ["--residue-mask", "--layer-dropout"])
+def test_masking_and_layer_dropout_rates_are_checked_before_any_output(
+    tiny_backbone_file, tmp_path, capsys, option
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--backbone", str(tiny_backbone_file)]
+    assert main([*argv, option, "1", "--outdir", str(out), "--quiet"]) == 1
+    assert f"{option} must be in [0, 1), got 1.0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_run_with_masking_and_layer_dropout_records_them_and_init_takes_this_runs_rate(
+    tiny_backbone_file, tmp_path
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    first, second = tmp_path / "a", tmp_path / "b"
+    argv = _train_argv(data, tiny_backbone_file, first, 1)
+    assert main([*argv, "--residue-mask", "0.2", "--layer-dropout", "0.1"]) == 0
+    model, extra = load_checkpoint(first / "model.pt")
+    assert model.config.layer_dropout == 0.1 and extra["options"]["residue_mask"] == 0.2
+    argv = ["train", "--data", str(data), "--init", str(first / "model.pt"), "--epochs", "1"]
+    assert main([*argv, "--outdir", str(second), "--quiet", "--batch-size", "8"]) == 0
+    assert load_checkpoint(second / "model.pt")[0].config.layer_dropout == 0.0

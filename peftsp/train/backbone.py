@@ -130,6 +130,7 @@ def encode(
     tokens: torch.Tensor,
     prompt: torch.Tensor | None = None,
     shift: torch.Tensor | None = None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Last-layer representations (B, T, E) after the final layer norm, for tokens (B, T).
 
@@ -139,7 +140,9 @@ def encode(
     are not computed. A `prompt` (P, E) is prepended to the token embeddings before `<cls>`,
     before the token-dropout rescale (so it is scaled like the tokens, as in PEFT-SP), is never
     masked, and is cut from the output. A `shift` (B, E) is added to every input embedding of
-    its row (a per-protein condition, such as the kingdom, that all layers see).
+    its row (a per-protein condition, such as the kingdom, that all layers see). `dropout` > 0
+    (training only) drops each layer's attention and feed-forward outputs before their
+    residual sums; fair-esm's ESM-2 has none, so a pretrained model is tuned without it.
     """
     padding = tokens.eq(esm.padding_idx)
     masked = tokens.eq(esm.mask_idx)
@@ -169,7 +172,7 @@ def encode(
     # all layers
     rotary = rotary_tables(esm.layers[0].self_attn.rot_emb.inv_freq, x.shape[1])
     for layer in esm.layers:
-        x = transformer_layer(layer, x, key_bias, rotary)
+        x = transformer_layer(layer, x, key_bias, rotary, dropout)
     x = esm.emb_layer_norm_after(x)
     return x[:, extra:]
 
@@ -179,10 +182,12 @@ def transformer_layer(
     x: torch.Tensor,
     key_bias: torch.Tensor,
     rotary: tuple[torch.Tensor, torch.Tensor],
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """fair-esm's ESM-2 TransformerLayer.forward (rotary self-attention, no bias_kv, no dropout)
     on (B, T, E) with an additive key mask `key_bias` (B, 1, 1, T) and the `rotary_tables` for
-    T, through the layer's own modules (so LoRA and adapters inside them apply).
+    T, through the layer's own modules (so LoRA and adapters inside them apply). `dropout` > 0
+    drops the attention and feed-forward outputs before each residual sum (Vaswani et al. 2017).
 
     Restated rather than called for the ONNX graph it traces to: fair-esm's (T, B, E) layout, its
     masked_fill of the (B*H, T, T) scores, its per-layer rotary tables and shape arithmetic and
@@ -214,8 +219,13 @@ def transformer_layer(
     scores = torch.matmul(q, k.transpose(-1, -2)) + key_bias
     probs = torch.softmax(scores.float(), dim=-1).type_as(scores)
     mixed = torch.matmul(probs, v).transpose(1, 2).reshape(batch, length, dim)
-    x = x + attention.out_proj(mixed)
-    return x + layer.fc2(esm_gelu(layer.fc1(layer.final_layer_norm(x))))
+    x = x + _dropped(attention.out_proj(mixed), dropout)
+    return x + _dropped(layer.fc2(esm_gelu(layer.fc1(layer.final_layer_norm(x)))), dropout)
+
+
+def _dropped(y: torch.Tensor, rate: float) -> torch.Tensor:
+    """Dropout when rate > 0 (a Python test, so a traced or exported graph has no node)."""
+    return torch.nn.functional.dropout(y, rate) if rate > 0 else y
 
 
 def rotary_tables(inv_freq: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,6 +43,7 @@ class ModelConfig:
     kingdom_conditioning: bool = False
     kingdom_input: bool = False  # a second kingdom embedding added to every input token
     dropout: float = 0.1
+    layer_dropout: float = 0.0  # inside the backbone's layers, in training (backbone.encode)
     window: int = 70
     sequence_rules: bool = False  # grammar.sequence_mask applied to the emissions
 
@@ -126,7 +127,8 @@ class SignalPeptideModel(nn.Module):
         if self.kingdom is not None and kingdom is None:
             kingdom = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
         shift = self.kingdom_input(kingdom) if self.kingdom_input is not None else None
-        hidden = backbone.encode(self.backbone, tokens, prompt, shift)[:, 1:-1]
+        inner = self.config.layer_dropout if self.training else 0.0
+        hidden = backbone.encode(self.backbone, tokens, prompt, shift, inner)[:, 1:-1]
         if self.kingdom is not None:
             hidden = hidden + self.kingdom(kingdom)[:, None, :]
         return self.head(self.dropout(hidden))
@@ -140,13 +142,16 @@ class SignalPeptideModel(nn.Module):
         kingdom: torch.Tensor | None = None,
         region_weight: float = 0.0,
         rules: torch.Tensor | None = None,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Partial-label CRF negative log-likelihood (batch mean) + region regulariser.
 
         rules (B, L, 37) bool, when given, removes states as grammar.sequence_mask does at
         prediction time, so the model is trained on the distribution it is decoded with.
+        seen (B, T): the tokens the model reads, when not `tokens` (some residues masked in
+        training); the regulariser and the rules keep the true residues.
         """
-        emissions = self(tokens, kingdom)
+        emissions = self(tokens if seen is None else seen, kingdom)
         if rules is not None:
             emissions = emissions.masked_fill(~rules, grammar.DISALLOWED_SCORE)
         mask = torch.arange(emissions.shape[1], device=tokens.device)[None] < lengths[:, None]

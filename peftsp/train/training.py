@@ -4,6 +4,7 @@ running a PyTorch model over labelled records (for validation and evaluation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -53,6 +54,18 @@ class TrainOptions:
     majority_fraction: float = 1.0  # share of the largest (kingdom, type) class used per epoch
     class_balance: float = 1.0  # class sizes per epoch go as n^class_balance (sampling module)
     lr_schedule: str = "constant"
+    residue_mask: float = 0.0  # share of residues the model reads as <mask> in training
+
+
+def mask_residues(ids: torch.Tensor, rate: float) -> torch.Tensor:
+    """Token rows with each residue replaced by <mask> with probability `rate` (from torch's
+    seeded generator), <cls>, <eos> and padding kept: an augmentation that ESM-2 reads as its
+    pretraining did (token dropout rescales the other embeddings to the masked share)."""
+    if rate <= 0:
+        return ids
+    residue = (ids != tokens.CLS) & (ids != tokens.EOS) & (ids != tokens.PAD)
+    drawn = torch.rand(ids.shape, device=ids.device) < rate
+    return ids.masked_fill(residue & drawn, tokens.MASK)
 
 
 @dataclass
@@ -308,6 +321,7 @@ def fit(
                 kingdom,
                 options.region_weight,
                 batch.rules if model.config.sequence_rules else None,
+                mask_residues(batch.tokens, options.residue_mask),
             )
             optimizer.zero_grad()
             loss.backward()
@@ -364,6 +378,7 @@ def config_from_args(args, esm) -> ModelConfig:
         kingdom_conditioning=args.kingdom_conditioning,
         kingdom_input=args.kingdom_input,
         dropout=args.dropout,
+        layer_dropout=args.layer_dropout,
         window=args.window,
         sequence_rules=args.sequence_rules,
     )
@@ -373,6 +388,10 @@ def options_from_args(args, peft: str) -> TrainOptions:
     """Training options of `peftsp train`/`crossval`; peft picks the default learning rate.
     Sampling options are checked here, before a run creates its output folder."""
     check_options(args.majority_fraction, args.class_balance)
+    for name in ("residue_mask", "layer_dropout"):
+        if not 0 <= getattr(args, name) < 1:
+            option = "--" + name.replace("_", "-")
+            raise PeftSPError(f"{option} must be in [0, 1), got {getattr(args, name)}")
     return TrainOptions(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -385,6 +404,7 @@ def options_from_args(args, peft: str) -> TrainOptions:
         majority_fraction=args.majority_fraction,
         class_balance=args.class_balance,
         lr_schedule=args.lr_schedule,
+        residue_mask=args.residue_mask,
     )
 
 
@@ -398,6 +418,8 @@ def initial_model(args) -> tuple[SignalPeptideModel, dict]:
     if init:
         model, extra = load_checkpoint(init)
         log.info("starting from %s (its backbone, PEFT method and head)", init)
+        # a training setting, not a weight: this run's value
+        model.config = dataclasses.replace(model.config, layer_dropout=args.layer_dropout)
         if getattr(args, "kingdom_input", False) and not model.config.kingdom_input:
             model = with_kingdom_input(model)
             log.info("added a kingdom input embedding (zero: predictions unchanged)")
