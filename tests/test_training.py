@@ -438,9 +438,10 @@ def test_layer_dropout_acts_in_training_only(tiny_backbone_file, tmp_path):
     records = [r for r in read_labelled_list(data) if r.sp_type == "SP"]
     batch = make_batch(records, 70)
     esm = backbone.load_backbone(str(tiny_backbone_file))
-    plain = SignalPeptideModel(esm, _config(tiny_backbone_file, esm, 0.0), seed=1).eval()
-    dropped = SignalPeptideModel(esm, _config(tiny_backbone_file, esm, 0.3), seed=1)
+    plain = SignalPeptideModel(esm, _config(tiny_backbone_file, esm), seed=1).eval()
+    dropped = SignalPeptideModel(esm, _config(tiny_backbone_file, esm), seed=1)
     dropped.load_state_dict(plain.state_dict())
+    dropped.layer_dropout = 0.3
     dropped.eval()
     assert torch.equal(dropped(batch.tokens), plain(batch.tokens))  # what export traces
     dropped.train()
@@ -451,12 +452,9 @@ def test_layer_dropout_acts_in_training_only(tiny_backbone_file, tmp_path):
     assert not torch.allclose(first, dropped(batch.tokens), atol=1e-4)
 
 
-def _config(backbone_file, esm, layer_dropout):
+def _config(backbone_file, esm):
     return ModelConfig(
-        backbone=str(backbone_file),
-        backbone_shape=backbone.backbone_config(esm),
-        peft="full",
-        layer_dropout=layer_dropout,
+        backbone=str(backbone_file), backbone_shape=backbone.backbone_config(esm), peft="full"
     )
 
 
@@ -464,7 +462,7 @@ def test_masked_training_regularises_on_the_true_residues(tiny_backbone_file, tm
     records = read_labelled_list(write_dataset(tmp_path / "d.fasta", per_type=2))
     batch = make_batch(records, 70)
     esm = backbone.load_backbone(str(tiny_backbone_file))
-    model = SignalPeptideModel(esm, _config(tiny_backbone_file, esm, 0.0), seed=1).eval()
+    model = SignalPeptideModel(esm, _config(tiny_backbone_file, esm), seed=1).eval()
     torch.manual_seed(0)
     seen = mask_residues(batch.tokens, 0.5)
     args = (batch.lengths, batch.allowed, batch.types, None, 0.5)
@@ -487,15 +485,24 @@ def test_masking_and_layer_dropout_rates_are_checked_before_any_output(
     assert not out.exists()
 
 
-def test_a_run_with_masking_and_layer_dropout_records_them_and_init_takes_this_runs_rate(
-    tiny_backbone_file, tmp_path
+def test_masking_and_layer_dropout_reach_training_and_checkpoints_still_average(
+    tiny_backbone_file, tmp_path, capsys
 ):
     data = write_dataset(tmp_path / "d.fasta", per_type=2)
-    first, second = tmp_path / "a", tmp_path / "b"
-    argv = _train_argv(data, tiny_backbone_file, first, 1)
-    assert main([*argv, "--residue-mask", "0.2", "--layer-dropout", "0.1"]) == 0
-    model, extra = load_checkpoint(first / "model.pt")
-    assert model.config.layer_dropout == 0.1 and extra["options"]["residue_mask"] == 0.2
-    argv = ["train", "--data", str(data), "--init", str(first / "model.pt"), "--epochs", "1"]
-    assert main([*argv, "--outdir", str(second), "--quiet", "--batch-size", "8"]) == 0
-    assert load_checkpoint(second / "model.pt")[0].config.layer_dropout == 0.0
+    runs = {name: tmp_path / name for name in ("plain", "masked", "dropped")}
+    options = {
+        "plain": [],
+        "masked": ["--residue-mask", "0.2"],
+        "dropped": ["--layer-dropout", "0.2"],
+    }
+    for name, out in runs.items():
+        assert main([*_train_argv(data, tiny_backbone_file, out, 1), *options[name]]) == 0
+    weights = {name: _weights(out / "model.pt") for name, out in runs.items()}
+    for name in ("masked", "dropped"):  # the same seed: only the option differs
+        assert any(not torch.equal(weights[name][k], weights["plain"][k]) for k in weights[name])
+    extra = torch.load(runs["masked"] / "model.pt", weights_only=True)["extra"]
+    assert extra["options"]["residue_mask"] == 0.2
+    soup = tmp_path / "soup.pt"
+    argv = ["average", "--checkpoints", *(str(out / "model.pt") for out in runs.values())]
+    assert main([*argv, "--out", str(soup)]) == 0  # a training option, not another model
+    assert load_checkpoint(soup)[0].config == load_checkpoint(runs["plain"] / "model.pt")[0].config

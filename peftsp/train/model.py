@@ -43,7 +43,6 @@ class ModelConfig:
     kingdom_conditioning: bool = False
     kingdom_input: bool = False  # a second kingdom embedding added to every input token
     dropout: float = 0.1
-    layer_dropout: float = 0.0  # inside the backbone's layers, in training (backbone.encode)
     window: int = 70
     sequence_rules: bool = False  # grammar.sequence_mask applied to the emissions
 
@@ -107,6 +106,9 @@ class SignalPeptideModel(nn.Module):
         if self.kingdom_input is not None:
             nn.init.zeros_(self.kingdom_input.weight)
         self.dropout = nn.Dropout(config.dropout)
+        # Inside the backbone's layers in training (backbone.encode): a training option, set by
+        # training.fit, not part of the architecture (checkpoints with and without it average).
+        self.layer_dropout = 0.0
         self.head = nn.Linear(embed_dim, grammar.NUM_STATES)
         self.crf = RegionCRF()
 
@@ -127,7 +129,7 @@ class SignalPeptideModel(nn.Module):
         if self.kingdom is not None and kingdom is None:
             kingdom = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
         shift = self.kingdom_input(kingdom) if self.kingdom_input is not None else None
-        inner = self.config.layer_dropout if self.training else 0.0
+        inner = self.layer_dropout if self.training else 0.0
         hidden = backbone.encode(self.backbone, tokens, prompt, shift, inner)[:, 1:-1]
         if self.kingdom is not None:
             hidden = hidden + self.kingdom(kingdom)[:, None, :]

@@ -4,7 +4,6 @@ running a PyTorch model over labelled records (for validation and evaluation).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -55,6 +54,7 @@ class TrainOptions:
     class_balance: float = 1.0  # class sizes per epoch go as n^class_balance (sampling module)
     lr_schedule: str = "constant"
     residue_mask: float = 0.0  # share of residues the model reads as <mask> in training
+    layer_dropout: float = 0.0  # dropout inside the backbone's layers in training
 
 
 def mask_residues(ids: torch.Tensor, rate: float) -> torch.Tensor:
@@ -290,6 +290,7 @@ def fit(
     shifts = training_shifts(train, vars(options))
     window = model.config.window
     device = next(model.parameters()).device
+    model.layer_dropout = options.layer_dropout
     for epoch in range(progress["epoch"] + 1, options.epochs + 1):
         model.train()
         drawn = epoch_records(train, options.majority_fraction, rng, options.class_balance)
@@ -378,7 +379,6 @@ def config_from_args(args, esm) -> ModelConfig:
         kingdom_conditioning=args.kingdom_conditioning,
         kingdom_input=args.kingdom_input,
         dropout=args.dropout,
-        layer_dropout=args.layer_dropout,
         window=args.window,
         sequence_rules=args.sequence_rules,
     )
@@ -405,6 +405,7 @@ def options_from_args(args, peft: str) -> TrainOptions:
         class_balance=args.class_balance,
         lr_schedule=args.lr_schedule,
         residue_mask=args.residue_mask,
+        layer_dropout=args.layer_dropout,
     )
 
 
@@ -418,8 +419,6 @@ def initial_model(args) -> tuple[SignalPeptideModel, dict]:
     if init:
         model, extra = load_checkpoint(init)
         log.info("starting from %s (its backbone, PEFT method and head)", init)
-        # a training setting, not a weight: this run's value
-        model.config = dataclasses.replace(model.config, layer_dropout=args.layer_dropout)
         if getattr(args, "kingdom_input", False) and not model.config.kingdom_input:
             model = with_kingdom_input(model)
             log.info("added a kingdom input embedding (zero: predictions unchanged)")
