@@ -167,6 +167,20 @@ def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
+def test_a_checkpoint_written_before_a_config_field_existed_averages_with_a_new_one(
+    trained, tmp_path
+):
+    new = trained("full")
+    payload = torch.load(new, weights_only=True)
+    payload["config"].pop("kingdom_input")  # as files from before that option record it
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    soup = tmp_path / "soup.pt"
+    argv = ["average", "--checkpoints", str(old), str(new), "--out", str(soup), "--quiet"]
+    assert main(argv) == 0
+    assert load_checkpoint(soup)[0].config == load_checkpoint(new)[0].config
+
+
 def test_models_trained_on_other_validation_records_are_not_built_on(
     tiny_backbone_file, tmp_path, capsys
 ):

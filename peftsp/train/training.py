@@ -205,9 +205,12 @@ def checkpoint_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]
     """(model config, weights, extra) of a model.pt (`save_checkpoint`) or a last.pt
     (`save_progress`) file."""
     payload = read_torch_file(path, ("peftsp-checkpoint", "peftsp-progress"), InputError)
+    # with today's defaults filled in: a file written before a config field existed is the
+    # same model as one that records the field's default
+    config = ModelConfig.from_dict(payload["config"]).to_dict()
     if payload["format"] == "peftsp-checkpoint":
-        return payload["config"], payload["state"], payload.get("extra", {})
-    return payload["config"], payload["model"], json.loads(payload["state"]).get("about", {})
+        return config, payload["state"], payload.get("extra", {})
+    return config, payload["model"], json.loads(payload["state"]).get("about", {})
 
 
 def _model_with(config: dict, weights: dict[str, torch.Tensor], source: Path):
