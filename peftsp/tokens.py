@@ -34,6 +34,11 @@ def _lookup_table() -> np.ndarray:
 LOOKUP: np.ndarray = _lookup_table()
 
 
+def residue_positions(ids):
+    """Where token rows (numpy or torch) hold residues: not <cls>, <eos> or padding."""
+    return (ids != CLS) & (ids != EOS) & (ids != PAD)
+
+
 def encode(sequences: list[str], window: int = 70) -> tuple[np.ndarray, np.ndarray]:
     """Token ids (B, T) int64 and residue counts (B,) int64 for a batch of sequences.
 

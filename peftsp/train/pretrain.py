@@ -78,7 +78,7 @@ def mask_batch(
     """(inputs, targets) for token rows `ids`: `fraction` of the residue positions chosen
     (at least one per row); of those 80% become <mask>, 10% a random amino acid, 10% stay.
     targets hold the original token at chosen positions and -100 (ignored) elsewhere."""
-    residue = (ids != tokens.CLS) & (ids != tokens.EOS) & (ids != tokens.PAD)
+    residue = tokens.residue_positions(ids)
     chosen = residue & (rng.random(ids.shape) < fraction)
     # a row with no chosen position gets one, so every row is trained on
     empty = ~chosen.any(axis=1) & residue.any(axis=1)

@@ -63,7 +63,7 @@ def mask_residues(ids: torch.Tensor, rate: float) -> torch.Tensor:
     pretraining did (token dropout rescales the other embeddings to the masked share)."""
     if rate <= 0:
         return ids
-    residue = (ids != tokens.CLS) & (ids != tokens.EOS) & (ids != tokens.PAD)
+    residue = tokens.residue_positions(ids)
     drawn = torch.rand(ids.shape, device=ids.device) < rate
     return ids.masked_fill(residue & drawn, tokens.MASK)
 
@@ -389,7 +389,8 @@ def config_from_args(args, esm) -> ModelConfig:
 
 def options_from_args(args, peft: str) -> TrainOptions:
     """Training options of `peftsp train`/`crossval`; peft picks the default learning rate.
-    Sampling options are checked here, before a run creates its output folder."""
+    The sampling, masking and dropout rates are checked here, before a run creates its output
+    folder."""
     check_options(args.majority_fraction, args.class_balance)
     for name in ("residue_mask", "layer_dropout"):
         if not 0 <= getattr(args, name) < 1:
