@@ -97,12 +97,13 @@ def _onnx_inputs(model: SignalPeptideModel, ids: np.ndarray, kingdom: np.ndarray
     return feeds
 
 
-def graph_diff(model: SignalPeptideModel, path: Path) -> float:
-    """Largest |graph - PyTorch| emission difference on the padded example batch."""
+def graph_diff(model: SignalPeptideModel, path: Path, reference: np.ndarray | None = None) -> float:
+    """Largest |graph - PyTorch| emission difference on the padded example batch; `reference`:
+    the model's emissions for that batch, when already computed."""
     ids, lengths, kingdom = example_batch(model.config.window)
-    k = kingdom if model.config.kingdom_conditioning else None
-    got = run_onnx(path, _onnx_inputs(model, ids, kingdom))
-    return max_abs_diff(got, _emissions(model, ids, k), lengths)
+    if reference is None:
+        reference = _emissions(model, ids, kingdom if model.config.kingdom_conditioning else None)
+    return max_abs_diff(run_onnx(path, _onnx_inputs(model, ids, kingdom)), reference, lengths)
 
 
 def export_onnx(model: SignalPeptideModel, path: Path, ids: np.ndarray, kingdom: np.ndarray):
@@ -300,7 +301,7 @@ def export_bundle(
     try:
         graph = {p: staging / name for p, name in PRECISION_FILES.items()}
         export_onnx(merged, graph["fp32"], ids, kingdom)
-        onnx_diff = graph_diff(model, graph["fp32"])
+        onnx_diff = graph_diff(model, graph["fp32"], reference)
         log.info("ONNX Runtime vs PyTorch: max abs diff %.2e", onnx_diff)
         if onnx_diff > TOLERANCE:
             raise ModelError(
@@ -312,7 +313,7 @@ def export_bundle(
             _write_fp16(graph["fp32"], graph["fp16"])
         if int8:
             write_int8(graph["fp32"], graph["int8"], int8_weight_bits, calibration, int8_method)
-            checks["int8_max_abs_diff"] = graph_diff(model, graph["int8"])
+            checks["int8_max_abs_diff"] = graph_diff(model, graph["int8"], reference)
         files = {path.name: p for p, path in graph.items() if path.exists()}
         meta = metadata(
             name=name,
