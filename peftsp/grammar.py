@@ -270,10 +270,12 @@ def sequence_mask(residues: np.ndarray) -> np.ndarray:
     mask = np.ones((batch, length, NUM_STATES), dtype=bool)
     for sp_type, shortest in MIN_SP_LENGTH.items():
         mask[:, :shortest, _MATURE_STATES[sp_type]] = False
-    starts_motif = np.isin(residues[:, :-1], (_ARG, _LYS)) & (residues[:, 1:] == _ARG)
-    in_motif = np.zeros((batch, length), dtype=bool)
-    in_motif[:, :-1] |= starts_motif
-    in_motif[:, 1:] |= starts_motif
+    # starts_motif[b, i]: residues i and i + 1 are [RK]R (never at the last position, so a
+    # batch of 1-residue proteins still has a column to search).
+    starts_motif = np.zeros((batch, length), dtype=bool)
+    starts_motif[:, :-1] = np.isin(residues[:, :-1], (_ARG, _LYS)) & (residues[:, 1:] == _ARG)
+    in_motif = starts_motif.copy()
+    in_motif[:, 1:] |= starts_motif[:, :-1]
     has_motif = starts_motif.any(axis=1)
     motif_end = np.where(has_motif, starts_motif.argmax(axis=1) + 1, length)
     after_motif = np.arange(length)[None, :] > motif_end[:, None]

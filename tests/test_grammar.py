@@ -78,6 +78,16 @@ def test_sequence_mask_needs_an_rk_r_motif_before_a_tat_h_region():
     assert with_motif[:, S("SP", "H")].all()
 
 
+def test_sequence_mask_of_a_batch_of_one_residue_proteins():
+    # The motif search needs no second residue (a batch of 1-residue proteins once crashed).
+    mask = grammar.sequence_mask(_residues("M", "R"))
+    assert mask.shape == (2, 1, grammar.NUM_STATES)
+    for sp_type in ("TAT", "TATLIPO"):
+        assert not mask[:, :, S(sp_type, "RR")].any()
+        assert not mask[:, :, S(sp_type, "H")].any()
+    assert mask[:, 0, S("NO_SP", "I")].all()
+
+
 def test_decoding_with_the_sequence_mask_obeys_every_rule_on_random_emissions():
     rng = np.random.default_rng(7)
     letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))

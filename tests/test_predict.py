@@ -136,6 +136,23 @@ def test_sequences_are_normalised_with_a_warning_never_dropped(
         assert predictions[0]["notes"] and "normalised" in caplog.text
 
 
+@pytest.mark.parametrize("command", ("predict", "pipeline"))
+def test_a_batch_of_only_one_residue_proteins_is_predicted(command, tmp_path):
+    # The embedded model decodes with the sequence rules, whose motif search once failed on a
+    # batch whose longest protein has one residue.
+    assert json.loads((DEFAULT_MODEL / "model.json").read_text())["sequence_rules"]
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(">a\nM\n>b\nR\n>c\nC\n")
+    out = tmp_path / "out"
+    assert run(command, fasta, out, DEFAULT_MODEL) == 0
+    predictions = json.loads((out / "output.json").read_text())["predictions"]
+    assert [(p["id"], p["prediction"]) for p in predictions] == [
+        ("a", "NO_SP"),
+        ("b", "NO_SP"),
+        ("c", "NO_SP"),
+    ]
+
+
 def test_awkward_ids_long_and_short_proteins_and_gzip(tmp_path, model_bundle):
     long = "MKKLLLLAVLAAALLASQA" + "EDKNQSTGPRHY" * 8333  # ~100,000 residues
     text = (
