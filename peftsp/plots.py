@@ -12,11 +12,13 @@ Formats: txt (a table of those curves; no extra dependency), png, svg, eps (matp
 optional extra: `pip install 'peftsp[plot]'`, drawn with the Agg backend, no display needed).
 File names follow SignalP 6.0: output_<ID>_plot.<format>, every character of the ID other than
 a letter or digit replaced by '_'; when two IDs give the same name, the later ones get _2, _3...
+An ID longer than 200 characters is cut to 200 and followed by a digest of the whole ID.
 Files are byte-identical between runs (no dates, fixed SVG ids).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from peftsp.errors import PeftSPError
 from peftsp.report import TYPE_COLOURS
 
 IMAGE_FORMATS = ("png", "svg", "eps")
+# The most characters of an ID put into a plot file name (file names end at 255 bytes).
+MAX_ID_IN_NAME = 200
 FORMATS = ("txt", *IMAGE_FORMATS)
 TYPE_CURVE_MIN = 0.05  # a type's curve is drawn when it reaches this somewhere
 
@@ -102,8 +106,14 @@ class PlotWriter:
         self._stems: set[str] = set()
 
     def stem(self, ident: str) -> str:
-        """output_<ID>_plot with non-alphanumerics as '_', unique within the run."""
-        base = f"output_{re.sub(r'[^A-Za-z0-9]', '_', ident)}_plot"
+        """output_<ID>_plot with non-alphanumerics as '_', unique within the run; an ID longer
+        than MAX_ID_IN_NAME is cut there and followed by a digest of the whole ID, so the name
+        stays within file-system limits (255 bytes) and still tells such IDs apart."""
+        name = re.sub(r"[^A-Za-z0-9]", "_", ident)
+        if len(name) > MAX_ID_IN_NAME:
+            digest = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+            name = f"{name[:MAX_ID_IN_NAME]}_{digest}"
+        base = f"output_{name}_plot"
         stem, n = base, 1
         while stem in self._stems:
             n += 1
