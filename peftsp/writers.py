@@ -34,6 +34,7 @@ final name.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -391,7 +392,7 @@ class OutputWriter:
         self.organism = run_info.get("organism", "other")
         self.layout = layout
         self.sample = sample or run_info.get("sample") or self.outdir.resolve().name
-        self.source = source
+        self.source = printable_path(source) if source is not None else None
         self.created = run_timestamp()
         self.summary = Summary()
         self.plots = plots
@@ -407,20 +408,21 @@ class OutputWriter:
                 self._handles[name] = self._open_temp(name)
             if plots is not None:
                 self._plot_dir = Path(tempfile.mkdtemp(prefix=".plots.", dir=self.outdir))
+            self._handles[RESULTS].write(results_header(run_info, self.created))
+            self._handles[GFF3].write("##gff-version 3\n")
+            self._handles[REGIONS_GFF3].write("##gff-version 3\n")
+            if layout == "signalp6":
+                from peftsp.signalp6 import SignalPJson
+
+                self._json = SignalPJson(self._handles[JSON], self)
+            else:
+                self._json = _PeftspJson(self._handles[JSON], self.json_head())
         except OSError as err:
             self.abort()
-            raise InputError(
-                f"cannot write the outputs there ({err.strerror})", str(self.outdir)
-            ) from err
-        self._handles[RESULTS].write(results_header(run_info, self.created))
-        self._handles[GFF3].write("##gff-version 3\n")
-        self._handles[REGIONS_GFF3].write("##gff-version 3\n")
-        if layout == "signalp6":
-            from peftsp.signalp6 import SignalPJson
-
-            self._json = SignalPJson(self._handles[JSON], self)
-        else:
-            self._json = _PeftspJson(self._handles[JSON], self.json_head())
+            raise self._write_error(err) from err
+        except BaseException:
+            self.abort()
+            raise
 
     @property
     def model_notice(self) -> str | None:
@@ -461,17 +463,35 @@ class OutputWriter:
         )
 
     def commit(self) -> None:
-        """Finish every file and rename all of them into place."""
-        self._json.finish()
-        if self.layout == "peftsp":
-            self._write_summary()
-        for handle in self._handles.values():
-            handle.close()
+        """Finish every file and rename all of them into place.
+
+        Every file is finished (written, flushed, closed) and every target checked before the
+        first rename, so a full disk or a target that cannot be replaced leaves the previous
+        outputs as they were and no temporary file behind."""
+        try:
+            self._json.finish()
+            if self.layout == "peftsp":
+                self._write_summary()
+            for handle in self._handles.values():
+                handle.close()
+            for name in self._temps:
+                target = self.outdir / name
+                if target.is_dir() and not target.is_symlink():
+                    raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
+        except OSError as err:
+            self.abort()
+            raise self._write_error(err) from err
         for name in list(self._temps):
             os.replace(self._temps.pop(name), self.outdir / name)
         if self._plot_dir is not None:
             self._commit_plots(self._plot_dir)
             self._plot_dir = None
+        elif self.layout == "peftsp":
+            _remove_path(self.outdir / PLOTS)  # an earlier run's plots (only with --overwrite)
+
+    def _write_error(self, err: OSError) -> InputError:
+        where = os.fsdecode(err.filename) if err.filename else str(self.outdir)
+        return InputError(f"cannot write the outputs there ({err.strerror})", where)
 
     def _write_summary(self) -> None:
         files = [
@@ -508,10 +528,7 @@ class OutputWriter:
             plot_dir.rmdir()
             return
         final = self.outdir / PLOTS
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)  # an earlier run's plots (only with --overwrite)
-        elif final.exists() or final.is_symlink():
-            final.unlink()
+        _remove_path(final)  # an earlier run's plots (only with --overwrite)
         os.replace(plot_dir, final)
 
     def abort(self) -> None:
@@ -533,6 +550,20 @@ class OutputWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file, link or directory tree at `path`, if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def printable_path(path: str) -> str:
+    """`path` as text that any UTF-8 file can hold: bytes of a file name that are not UTF-8
+    (which Python keeps as lone surrogates) are written as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def write_outputs(predictions, outdir: str | Path, run_info: dict, **options) -> None:

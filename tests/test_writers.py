@@ -4,6 +4,7 @@ sequences, JSON round trip, rounding done once, summary page and MultiQC files, 
 plots, escaping, and no partial files on failure."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -404,3 +405,54 @@ def test_svg_bars_scale_and_stack():
     root = ET.fromstring(svg)
     heights = [float(r.get("height")) for r in root.iter("{http://www.w3.org/2000/svg}rect")]
     assert heights == pytest.approx([88.0, 88.0, 176.0])  # plot height 176, peak 4
+
+
+def test_long_ids_get_plot_names_within_file_system_limits_and_stay_unique(tmp_path):
+    writer = plots.PlotWriter(("txt",))
+    long_a, long_b = "L" * 300, "L" * 300 + "x"
+    a = writer.write(_with_marginals(_prediction(long_a)), tmp_path)["txt"]
+    b = writer.write(_with_marginals(_prediction(long_b)), tmp_path)["txt"]
+    assert a != b and len(a.encode()) <= 255 and len(b.encode()) <= 255
+    assert a.startswith("output_" + "L" * plots.MAX_ID_IN_NAME + "_")
+    assert (tmp_path / a).is_file() and (tmp_path / b).is_file()
+    # the same ID gives the same name in every run
+    assert plots.PlotWriter(("txt",)).stem(long_a) + ".txt" == a
+
+
+def test_a_source_path_that_is_not_utf8_is_written_escaped(tmp_path):
+    source = os.fsdecode(b"/data/bad\xffname.fa")  # a file name of another encoding
+    out = tmp_path / "out"
+    writers.write_outputs(PREDICTIONS, out, RUN, source=source)
+    data = json.loads((out / "output.json").read_text(encoding="utf-8"))
+    assert data["source"] == "/data/bad\\xffname.fa"
+    assert "bad\\xffname.fa" in (out / "summary.html").read_text(encoding="utf-8")
+
+
+def test_a_target_that_cannot_be_replaced_keeps_the_previous_outputs(tmp_path):
+    out = tmp_path / "out"
+    writers.write_outputs(PREDICTIONS, out, RUN)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    (out / "output.json").unlink()
+    (out / "output.json" / "x").mkdir(parents=True)  # a directory where a file goes
+    del before["output.json"]
+    with pytest.raises(InputError, match="is a directory") as err:
+        writers.write_outputs(PREDICTIONS[:1], out, RUN)
+    assert err.value.path == str(out / "output.json")
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before  # nothing replaced, no temporary file left
+
+
+def test_a_run_without_plots_removes_an_earlier_runs_plots(tmp_path):
+    out = tmp_path / "out"
+    predictions = [_with_marginals(p) for p in PREDICTIONS]
+    writers.write_outputs(predictions, out, RUN, plots=plots.PlotWriter(("txt",)))
+    assert any((out / "plots").iterdir())
+    writers.write_outputs(PREDICTIONS, out, RUN)  # as `predict --overwrite` without --plot
+    assert not (out / "plots").exists()
+
+
+def test_a_failure_while_starting_the_files_leaves_no_file(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(TypeError):  # run information that JSON cannot hold
+        writers.write_outputs(PREDICTIONS, out, {**RUN, "bad": {1, 2}})
+    assert list(out.iterdir()) == []
