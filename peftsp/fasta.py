@@ -19,7 +19,10 @@ Decided behaviour for hostile input (product decisions, each covered by a test):
 - CRLF line endings, trailing whitespace and blank lines are ignored silently.
 - Header: the ID is the first whitespace-delimited word (tabs split like spaces); an empty ID
   (">" or "> desc") is an error. IDs are kept as they are, including ';', '=', '%' and non-ASCII
-  characters (writers escape them). A duplicate ID is an error naming both lines.
+  characters (writers escape them). A duplicate ID is an error naming both lines. A control
+  character other than tab, or a Unicode line or paragraph separator, anywhere in a header is
+  an error naming its column. An ID starting with '#' is read, with the note COMMENT_ID_NOTE
+  (the command line warns): its row of prediction_results.txt looks like a comment line.
 - A header without sequence lines (followed by another header or the end of the file) is an
   error naming the record and its line.
 - Sequence cleaning, each change recorded in Protein.notes: whitespace inside sequence lines and
@@ -48,6 +51,7 @@ from __future__ import annotations
 import gzip
 import os
 import string
+import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -74,6 +78,10 @@ NUCLEOTIDE_MIN_LENGTH = 20
 NUCLEOTIDE_FRACTION = 0.9
 NUCLEOTIDE_REFUSE = 3
 NUCLEOTIDE_NOTE = "looks like a nucleotide sequence (90% or more A/C/G/T/U/N)"
+COMMENT_ID_NOTE = (
+    "ID starts with '#': readers that skip '#' comment lines of prediction_results.txt "
+    "(pandas comment='#', grep -v '^#') drop this row"
+)
 _NUCLEOTIDE_LETTERS = "ACGTUN"
 _RESIDUE_SET = frozenset(RESIDUES)
 
@@ -168,11 +176,28 @@ def _cleaned_proteins(path: PathLike) -> Iterator[Protein]:
         ident = _first_word(header)
         if not ident:
             raise InputError("header has no ID (nothing right after '>')", name, line=line)
+        _check_header(header, name, ident, line)
         if ident in seen:
             raise InputError(f"duplicate ID, first seen on line {seen[ident]}", name, ident, line)
         seen[ident] = line
         sequence, notes = _clean(body, name, ident, line)
+        if ident.startswith("#"):
+            notes.append(COMMENT_ID_NOTE)
         yield Protein(ident, header, sequence, line, notes)
+
+
+def _check_header(header: str, name: str, ident: str, line: int) -> None:
+    """Refuse control characters (a tab is whitespace) and Unicode line or paragraph separators
+    in a header: they would be copied into the output tables and the terminal."""
+    for column, char in enumerate(header, start=2):
+        if char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise InputError(
+                f"control or line-separator character U+{ord(char):04X} in the header at "
+                f"column {column}",
+                name,
+                ident,
+                line,
+            )
 
 
 def read_labelled(path: PathLike) -> Iterator[LabelledRecord]:

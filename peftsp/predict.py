@@ -29,7 +29,7 @@ from peftsp import __version__, grammar, tokens
 from peftsp.bundle import Bundle, load_bundle
 from peftsp.decoding import Decoded, Prediction, decode
 from peftsp.errors import InputError, PeftSPError
-from peftsp.fasta import NUCLEOTIDE_NOTE, Protein, read_proteins
+from peftsp.fasta import COMMENT_ID_NOTE, NUCLEOTIDE_NOTE, Protein, read_proteins
 from peftsp.plots import PlotWriter
 from peftsp.report import Summary
 from peftsp.runtime import Session
@@ -263,7 +263,9 @@ def predict_proteins(*args, **options) -> Iterator[Prediction]:
 
 def _warn_notes(counts: Counter[str], examples: dict[str, str]) -> None:
     for note, count in sorted(counts.items()):
-        if note == NUCLEOTIDE_NOTE:
+        if note == COMMENT_ID_NOTE:
+            log.warning("%d protein(s): %s (first: %s)", count, note, examples[note])
+        elif note == NUCLEOTIDE_NOTE:
             log.warning(
                 "%d record(s) look like nucleotide sequences, predicted as proteins (first: %s); "
                 "check the input is a protein FASTA",

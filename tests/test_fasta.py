@@ -13,6 +13,7 @@ from synthetic import make_dataset, make_record
 
 from peftsp.errors import InputError
 from peftsp.fasta import (
+    COMMENT_ID_NOTE,
     NUCLEOTIDE_NOTE,
     LabelledRecord,
     looks_like_nucleotide,
@@ -261,6 +262,29 @@ def test_duplicate_ids_name_both_lines(tmp_path):
     path = write(tmp_path, ">P1 a\nMKV\n>P2\nMKV\n>P1 b\nLLA\n")
     err = read_error(read_proteins, path, line=5, record="P1")
     assert "first seen on line 1" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("header", "record", "char"),
+    [
+        (">P2 x\x1b]0;title\x07", "P2", "\x1b"),
+        (">P2\x7f", "P2\x7f", "\x7f"),
+        (">P2 a\u2028b", "P2", "\u2028"),
+        (">P2\x85x", "P2", "\x85"),
+    ],
+)
+def test_control_characters_in_a_header_are_refused(tmp_path, header, record, char):
+    path = write(tmp_path, f">P1 tab\tis fine\nMKV\n{header}\nMKV\n")
+    err = read_error(read_proteins, path, line=3, record=record)
+    assert f"U+{ord(char):04X}" in err.reason
+    assert f"column {header.index(char) + 1}" in err.reason
+
+
+def test_an_id_starting_with_hash_is_read_with_a_note(tmp_path):
+    path = write(tmp_path, ">#P1 x\nMKV\n>P2\nMKV\n")
+    first, second = read_proteins(path)
+    assert first.id == "#P1" and first.notes == [COMMENT_ID_NOTE]
+    assert second.notes == []
 
 
 # --- three-line labelled FASTA --------------------------------------------------------------

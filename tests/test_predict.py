@@ -405,6 +405,15 @@ def test_a_nucleotide_record_among_proteins_is_predicted_with_a_warning(
     assert "look like nucleotide sequences" in caplog.text and "contig7" in caplog.text
 
 
+def test_an_id_starting_with_hash_is_predicted_with_a_warning(tmp_path, model_bundle, caplog):
+    fasta = tmp_path / "in.faa"
+    fasta.write_text(">#prot0 x\nMKKLLLLAVLAAALLASQAEDK\n" + proteome(2))
+    assert run("predict", fasta, tmp_path / "o", model_bundle) == 0
+    assert ids_of(tmp_path / "o") == ["#prot0", "prot0", "prot1"]
+    assert "ID starts with '#'" in caplog.text
+    assert "(first: #prot0)" in caplog.text
+
+
 def test_the_demo_model_is_named_in_the_log_and_outputs(tmp_path, caplog, monkeypatch):
     from peftsp import predict
 
