@@ -170,7 +170,7 @@ def write_samplesheet(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture
 def launch(tmp_path) -> Path:
-    for name in ("ecoli.faa", "yeast.faa"):
+    for name in ("ecoli.faa", "yeast.faa", "my ecoli.faa"):
         shutil.copy(FASTA, tmp_path / name)
     return tmp_path
 
@@ -193,6 +193,7 @@ def test_samplesheet_formats_are_valid(suffix, launch):
         ({"sample": ".hidden", "fasta": "ecoli.faa"}, "does not match"),
         ({"sample": "a", "fasta": "ecoli.faa", "organism": "plant"}, "is not one of"),
         ({"sample": "a", "fasta": "missing.faa"}, "does not exist"),
+        ({"sample": "a", "fasta": "my ecoli.faa"}, "does not match"),  # it exists
         ({"sample": "1.5", "fasta": "ecoli.faa"}, "is not of type"),
         ({"sample": "-5", "fasta": "ecoli.faa"}, "less than the minimum"),
     ],
@@ -268,3 +269,11 @@ def test_bad_parameters_are_refused(arguments, message):
 def test_unknown_parameters_are_reported():
     result = validate(f"nextflow run . --fasta {FASTA} --outdir results --shard-sise 3")
     assert result.unrecognised == ["shard_sise"]
+
+
+def test_a_fasta_path_with_a_space_is_refused(tmp_path):
+    spaced = tmp_path / "my proteome.faa"
+    shutil.copy(FASTA, spaced)
+    result = validate(f"nextflow run . --fasta '{spaced}' --outdir results")
+    assert any("does not match" in e for e in result.errors), result.errors
+    assert validate(f"nextflow run . --fasta {FASTA} --outdir results").errors == []

@@ -68,6 +68,9 @@ def test_input_and_fasta_exclude_each_other(tmp_path, capsys):
         read_proteomes("x.csv", str(fasta), tmp_path, "other")
     with pytest.raises(InputError, match="no such file"):
         read_proteomes(None, str(tmp_path / "missing.faa"), tmp_path, "other")
+    spaced = make_fasta(tmp_path / "my proteome.faa", 2)
+    with pytest.raises(InputError, match="must not contain whitespace"):  # as nf-schema refuses
+        read_proteomes(None, str(spaced), tmp_path, "other")
 
 
 def test_a_fasta_given_to_input_is_refused_pointing_to_fasta(tmp_path, capsys):

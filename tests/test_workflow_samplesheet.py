@@ -172,6 +172,7 @@ def test_quoted_decimal_looking_ids_are_text_in_json_and_yaml(in_tmp):
         ("sample,fasta\nA,missing.faa\n", 2, "no such FASTA file"),
         ("sample,fasta\nA,.\n", 2, "no such FASTA file"),  # a directory
         ("sample,fasta\nA,12\n", 2, "is not a file path"),
+        ("sample,fasta\nA,my a.faa\n", 2, "must not contain whitespace"),  # the file exists
         ("sample,fasta,organism\nA,a.faa,eukarya\nB,a.faa,plant\n", 3, "unknown organism"),
         ("sample,fasta\n../up,a.faa\n", 2, "bad sample id"),
         ("sample,fasta\n,a.faa\n", 2, "no sample"),
@@ -181,6 +182,7 @@ def test_quoted_decimal_looking_ids_are_text_in_json_and_yaml(in_tmp):
     ],
 )
 def test_samplesheet_errors_name_the_line(in_tmp, text, line, message):
+    make_fasta(in_tmp / "my a.faa", 2)
     sheet = in_tmp / "sheet.csv"
     sheet.write_text(text)
     with pytest.raises(InputError) as error:

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,12 @@ from peftsp.workflow.commands import (
     SHARD_PREFIX,
     render,
 )
-from peftsp.workflow.samplesheet import Sample, read_samplesheet
+from peftsp.workflow.samplesheet import (
+    FASTA_PATH_PATTERN,
+    FASTA_PATH_RULE,
+    Sample,
+    read_samplesheet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,8 @@ def read_proteomes(
         samples = read_samplesheet(Path(samplesheet), organism)
         return [Proteome(sample, outdir / sample.id) for sample in samples]
     path = Path(fasta)
+    if not re.fullmatch(FASTA_PATH_PATTERN, fasta):
+        raise InputError(FASTA_PATH_RULE, path=fasta)
     if not path.is_file():
         raise InputError("no such file" if not path.exists() else "not a file", path=str(path))
     return [Proteome(Sample(id=default_sample(str(path)), fasta=path, organism=organism), outdir)]

@@ -11,8 +11,8 @@ PyYAML reads it, `yes` a boolean, but `1e5` a number as in YAML 1.2). Then:
   a non-negative integer (used as its decimal text); a decimal number or a boolean is refused,
   as nf-schema refuses it. Sample ids are unique; each names an output directory (and is
   passed to predict as --sample, hence at most 200 characters).
-- fasta: a path to an existing file, relative to the working directory (Nextflow's launch
-  directory).
+- fasta: a path without whitespace to an existing file, relative to the working directory
+  (Nextflow's launch directory).
 - organism: empty or absent takes --organism; otherwise one of peftsp.grammar.ORGANISMS, or
   SignalP 6.0's `euk`, in any case (peftsp.cli.organism_name, as --organism reads it).
 
@@ -43,6 +43,12 @@ REQUIRED_COLUMNS = ("sample", "fasta")
 # A sample id names its output directory (the schema's pattern; predict's --sample rule).
 SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 SAMPLE_ID_MAX_LENGTH = 200
+# A FASTA path has no whitespace (the schema's pattern): Nextflow's task scripts pass it as one
+# unquoted word.
+FASTA_PATH_PATTERN = r"^\S+$"
+FASTA_PATH_RULE = (
+    "a FASTA path must not contain whitespace (Nextflow's tasks pass it unquoted); rename the file"
+)
 # File type by extension, as nf-schema reads it.
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
@@ -245,6 +251,8 @@ def _sample(row: _Row, default_organism: str) -> Sample:
     fasta = values["fasta"]
     if not isinstance(fasta, str):
         raise row.error(f"fasta {fasta!r} is not a file path", record=sample)
+    if not re.fullmatch(FASTA_PATH_PATTERN, fasta):
+        raise row.error(f"fasta {fasta!r}: {FASTA_PATH_RULE}", record=sample)
     if not Path(fasta).is_file():
         raise row.error(f"no such FASTA file {fasta!r}", record=sample)
     organism = values.get("organism", "")
