@@ -52,6 +52,8 @@ INPUT_TOKENS, INPUT_KINGDOM, OUTPUT_EMISSIONS = "tokens", "kingdom", "emissions"
 # Organism ids of the kingdom input ("other" = unknown; kingdom-conditioned models are trained
 # with the kingdom hidden as "other" for a share of the batches).
 ORGANISM_IDS: dict[str, int] = {name: i for i, name in enumerate(grammar.ORGANISMS)}
+# The most residues a bundle may read per protein (a sanity bound on model.json's window).
+MAX_WINDOW = 100_000
 # `--prior`: the type prior the probabilities are for. "proteome": the prior estimated on whole
 # proteomes of the organism group; "training": the labelled data's own (what benchmark metrics
 # are computed under). Both are stored in model.json's calibration as log ratios to the prior
@@ -245,14 +247,44 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             raise ModelError(f"{file}: listed in model.json but missing")
         if sha256_file(file) != entry.get("sha256"):
             raise ModelError(f"{file}: checksum does not match model.json (corrupt or replaced)")
-    crf = {
-        key: np.asarray(meta["crf"][key], dtype=np.float32)
-        for key in ("transitions", "start", "end")
-    }
+    try:
+        crf = {
+            key: np.asarray(meta["crf"][key], dtype=np.float32)
+            for key in ("transitions", "start", "end")
+        }
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{meta_path}: CRF scores are not numbers ({err})") from err
     k = grammar.NUM_STATES
     if crf["transitions"].shape != (k, k) or crf["start"].shape != (k,) or crf["end"].shape != (k,):
         raise ModelError(f"{meta_path}: CRF scores do not have {k} states")
     return Bundle(path, meta, crf)
+
+
+def _check_structure(meta: dict, where: Path) -> None:
+    """The types of the fields prediction reads (a hand-edited model.json is named, not a
+    traceback)."""
+    window = meta["window"]
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+        raise ModelError(
+            f"{where}: window {window!r} is not a whole number of residues 1-{MAX_WINDOW}"
+        )
+    crf = meta["crf"]
+    if not isinstance(crf, dict) or any(k not in crf for k in ("transitions", "start", "end")):
+        raise ModelError(f"{where}: crf must hold transitions, start and end scores")
+    ids = meta["organism_ids"]
+    if not isinstance(ids, dict) or any(
+        isinstance(ids.get(o), bool) or not isinstance(ids.get(o), int) or ids[o] < 0
+        for o in grammar.ORGANISMS
+    ):
+        raise ModelError(
+            f"{where}: organism_ids must give a non-negative integer for each of "
+            f"{', '.join(grammar.ORGANISMS)}"
+        )
+    files = meta["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("sha256"), str) for entry in files.values()
+    ):
+        raise ModelError(f"{where}: files must map each graph file to its sha256")
 
 
 def check_metadata(meta: object, where: Path) -> None:
@@ -267,8 +299,9 @@ def check_metadata(meta: object, where: Path) -> None:
     missing = [k for k in ("states", "crf", "files", "window", "organism_ids") if k not in meta]
     if missing:
         raise ModelError(f"{where}: missing {', '.join(missing)}")
-    if list(meta["states"]) != list(grammar.STATES):
+    if meta["states"] != list(grammar.STATES):
         raise ModelError(f"{where}: the bundle's CRF states differ from this PEFT-SP's grammar")
+    _check_structure(meta, where)
     if meta.get("cpu_precision", "fp32") not in PRECISIONS:
         raise ModelError(
             f"{where}: cpu_precision {meta['cpu_precision']!r} is not one of {PRECISIONS}"

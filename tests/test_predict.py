@@ -221,7 +221,31 @@ def _corrupt(bundle: Path, tmp_path: Path, how: str) -> Path:
     elif how == "newer format":
         meta["format_version"] = 99
         (copy / "model.json").write_text(json.dumps(meta))
+    elif how in EDITED:
+        key, value = EDITED[how]
+        target = meta
+        for part in key[:-1]:
+            target = target[part]
+        target[key[-1]] = value
+        (copy / "model.json").write_text(json.dumps(meta))
     return copy
+
+
+# Hand-edited model.json fields: (path of the field, new value).
+EDITED = {
+    "window text": (("window",), "x"),
+    "window zero": (("window",), 0),
+    "window negative": (("window",), -5),
+    "window fraction": (("window",), 70.5),
+    "states null": (("states",), None),
+    "crf null": (("crf",), None),
+    "crf without transitions": (("crf", "transitions"), None),
+    "crf ragged": (("crf", "start"), [[1.0], [1.0, 2.0]]),
+    "organism ids null": (("organism_ids",), None),
+    "organism ids text": (("organism_ids", "other"), "x"),
+    "files text": (("files",), "x"),
+    "file entry text": (("files", "model.onnx"), "abc"),
+}
 
 
 @pytest.mark.parametrize(
@@ -232,6 +256,18 @@ def _corrupt(bundle: Path, tmp_path: Path, how: str) -> Path:
         ("garbled model.json", "unreadable"),
         ("other states", "states differ"),
         ("newer format", "format version 99"),
+        ("window text", "window 'x'"),
+        ("window zero", "window 0"),
+        ("window negative", "window -5"),
+        ("window fraction", "window 70.5"),
+        ("states null", "states differ"),
+        ("crf null", "crf must hold"),
+        ("crf without transitions", "CRF scores do not have 37 states"),
+        ("crf ragged", "CRF scores are not numbers"),
+        ("organism ids null", "organism_ids must give"),
+        ("organism ids text", "organism_ids must give"),
+        ("files text", "files must map"),
+        ("file entry text", "files must map"),
     ],
 )
 def test_corrupt_or_mismatched_bundle_is_refused_before_any_output(
