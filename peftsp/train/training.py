@@ -201,6 +201,32 @@ def load_progress(path: Path, model, optimizer, rng: np.random.Generator) -> dic
     return json.loads(payload["state"])
 
 
+# What a resumed run may change: how long it runs and how it reports.
+RESUMABLE_CHANGES = ("epochs", "quiet")
+
+
+def check_same_run(saved: dict, about: dict, path: Path) -> None:
+    """Refuse to resume a run (last.pt at `path`, which recorded `saved`) with other data,
+    split or training options than it started with (`about`); only --epochs may change."""
+    if not saved:  # written before runs recorded what they were
+        return
+
+    def comparable(info: dict) -> dict:
+        options = info.get("options", {})
+        flat = {k: v for k, v in info.items() if k != "options"}
+        flat.update({k: v for k, v in options.items() if k not in RESUMABLE_CHANGES})
+        return flat
+
+    old, new = comparable(saved), comparable(about)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise InputError(
+            f"{path}: the run was started with other {', '.join(changed)} "
+            f"({', '.join(f'{k}: {old.get(k)!r} then, {new.get(k)!r} now' for k in changed)}); "
+            "resume it with the same data, split and options (only --epochs may change)"
+        )
+
+
 def checkpoint_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """(model config, weights, extra) of a model.pt (`save_checkpoint`) or a last.pt
     (`save_progress`) file."""
@@ -287,6 +313,7 @@ def fit(
     progress = {"epoch": 0, "history": [], "best": {"score": -np.inf}}
     if resume:
         progress = load_progress(outdir / "last.pt", model, optimizer, rng)
+        check_same_run(progress.get("about", {}), about or {}, outdir / "last.pt")
         log.info("resuming after epoch %d", progress["epoch"])
     history: list[dict] = progress["history"]
     best = progress["best"]
@@ -490,6 +517,11 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         check_same_split(args.init, started_from, about)
         about["init"] = str(args.init)
     resume = getattr(args, "resume", False)
+    if not resume and (outdir / "last.pt").exists():
+        raise InputError(
+            f"{outdir}: holds a training run (last.pt); continue it with --resume, or choose "
+            "another --outdir"
+        )
     if not resume:  # a resumed run's folder holds last.pt, or the run is refused untouched
         outdir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     best = fit(model, train, val_records, options, outdir, about, resume)
