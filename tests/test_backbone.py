@@ -111,8 +111,19 @@ def _write_bad_files(tmp_path, model) -> dict:
     data = torch.load(wrong_shape, weights_only=False)
     data["cfg"]["model"].encoder_embed_dim = 64
     torch.save(data, wrong_shape)
+    pickled = tmp_path / "pickled.pt"
+    torch.save(model, pickled)  # a whole pickled module, as some scripts save models
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(
+        save_fair_esm_checkpoint(model, tmp_path / "whole.pt").read_bytes()[:5000]
+    )
     return {
         "missing": (tmp_path / "nowhere.pt", "no such file"),
+        "pickled": (pickled, "pickled Python objects.*could run code"),
+        "empty": (empty, "truncated, corrupt or not a torch file"),
+        "truncated": (truncated, "truncated, corrupt or not a torch file"),
         "directory": (tmp_path, "no config.json.*pass the .pt file itself"),
         "text": (text, "not a readable fair-esm checkpoint"),
         "no cfg": (no_cfg, "not a fair-esm ESM-2 checkpoint"),
@@ -126,6 +137,7 @@ def test_bad_checkpoint_paths_name_the_file(tmp_path, model):
         with pytest.raises(ModelError, match=reason) as info:
             backbone.load_backbone(str(path))
         assert str(path) in str(info.value), case
+        assert "weights_only=False" not in str(info.value)  # never advise unsafe loading
 
 
 def test_random_specs_are_seeded_and_shaped():

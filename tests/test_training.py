@@ -132,6 +132,54 @@ def test_resume_refuses_a_missing_state_or_another_model(tiny_backbone_file, tmp
     assert "another model" in capsys.readouterr().err
 
 
+def test_a_run_is_not_overwritten_nor_resumed_with_other_data_or_options(
+    tiny_backbone_file, tmp_path, capsys
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    other_data = write_dataset(tmp_path / "e.fasta", per_type=3)
+    out = tmp_path / "run"
+    assert main(_train_argv(data, tiny_backbone_file, out, 1)) == 0
+    before = (out / "last.pt").read_bytes(), (out / "train_log.json").read_bytes()
+    assert main(_train_argv(data, tiny_backbone_file, out, 1)) == 1  # --resume forgotten
+    assert "holds a training run" in capsys.readouterr().err
+    for changed, what in (
+        (["--lr", "0.5"], "lr"),
+        (["--test-partition", "1", "--val-partition", "0"], "test_partition"),
+        ([], "data"),
+    ):
+        source = other_data if what == "data" else data
+        argv = [*_train_argv(source, tiny_backbone_file, out, 2), *changed, "--resume"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "started with other" in err and what in err, err
+    assert ((out / "last.pt").read_bytes(), (out / "train_log.json").read_bytes()) == before
+    # only --epochs may change: a longer run continues
+    assert main([*_train_argv(data, tiny_backbone_file, out, 2), "--resume"]) == 0
+    assert len(json.loads((out / "train_log.json").read_text())["history"]) == 2
+
+
+def test_export_names_what_is_wrong_with_the_checkpoint_it_is_given(
+    tiny_backbone_file, tmp_path, capsys
+):
+    data = write_dataset(tmp_path / "d.fasta", per_type=2)
+    moved = tmp_path / "backbone.pt"
+    moved.write_bytes(tiny_backbone_file.read_bytes())
+    out = tmp_path / "run"
+    assert main(_train_argv(data, moved, out, 1)) == 0
+    export = ["export", "--outdir", str(tmp_path / "bundle"), "--quiet", "--checkpoint"]
+    for given, reason in (
+        (out, "is a directory; give the checkpoint file in it"),
+        (out / "last.pt", "a resume file of `peftsp train`"),
+    ):
+        assert main([*export, str(given)]) == 1
+        assert reason in capsys.readouterr().err
+    moved.unlink()  # the frozen backbone a LoRA checkpoint needs, moved away
+    assert main([*export, str(out / "model.pt")]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'model.pt'}: its backbone '{moved}' cannot be loaded" in err, err
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path, capsys):
     data = write_dataset(tmp_path / "d.fasta", per_type=3)
     run, again, other = tmp_path / "run", tmp_path / "again", tmp_path / "other"

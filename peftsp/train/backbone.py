@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -291,13 +293,33 @@ def _hub_checkpoint(name: str) -> Path:
     return path
 
 
-def _trusted_load(path: Path) -> object:
-    """torch.load with only plain data and argparse.Namespace (the config) allowed."""
+def torch_file(path: Path, allowed: tuple[type, ...] = ()) -> object:
+    """torch.load of plain data (tensors, containers and the `allowed` classes): code in a
+    pickle is never run. Failures raise ValueError with a one-line reason, not torch's advice
+    to load the file unsafely."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" on foreign files
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a foreign or corrupt file
-        raise ModelError(f"{path}: not a readable fair-esm checkpoint ({err})") from err
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise ValueError(
+                "it holds pickled Python objects, not only tensors and plain data (not loaded: "
+                "unpickling them could run code)"
+            ) from err
+        raise ValueError(f"not a torch file ({err})") from err
+    except (EOFError, OSError, RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"truncated, corrupt or not a torch file ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _trusted_load(path: Path) -> object:
+    """A fair-esm checkpoint's content (plain data and its argparse.Namespace config)."""
+    try:
+        return torch_file(path, (argparse.Namespace,))
+    except ValueError as err:
+        raise ModelError(f"{path}: not a readable fair-esm checkpoint: {err}") from err
 
 
 def _load_checkpoint(path: Path) -> ESM2:

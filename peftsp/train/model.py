@@ -213,13 +213,21 @@ def model_from_config(config: dict) -> SignalPeptideModel:
 def read_torch_file(path: Path, formats: tuple[str, ...], error: type[Exception] = ModelError):
     """The payload of a file PEFT-SP wrote with torch.save, if its "format" is one of formats;
     else `error` naming the file."""
+    if path.is_dir():
+        raise error(f"{path}: is a directory; give the checkpoint file in it (model.pt)")
     if not path.is_file():
         raise error(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise error(f"{path}: not a readable PEFT-SP checkpoint ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") not in formats:
+        payload = backbone.torch_file(path)
+    except ValueError as err:
+        raise error(f"{path}: not a readable PEFT-SP checkpoint: {err}") from err
+    kind = payload.get("format") if isinstance(payload, dict) else None
+    if kind == "peftsp-progress" and kind not in formats:
+        raise error(
+            f"{path}: a resume file of `peftsp train` (its last.pt); give the run's model.pt, or "
+            "average it with `peftsp average`"
+        )
+    if kind not in formats:
         raise error(f"{path}: not a PEFT-SP checkpoint (written by `peftsp train`)")
     return payload
 
@@ -228,7 +236,11 @@ def load_checkpoint(path: str | Path) -> tuple[SignalPeptideModel, dict]:
     """Rebuild a model from a checkpoint written by save_checkpoint (eval mode)."""
     path = Path(path)
     payload = read_torch_file(path, ("peftsp-checkpoint",))
-    model = model_from_config(payload["config"])
+    try:
+        model = model_from_config(payload["config"])
+    except ModelError as err:
+        spec = payload["config"].get("backbone")
+        raise ModelError(f"{path}: its backbone {spec!r} cannot be loaded: {err}") from err
     state = payload["state"]
     missing = sorted(set(_saved_state(model)) - set(state))
     unexpected = sorted(set(state) - set(model.state_dict()))
