@@ -205,7 +205,10 @@ def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path
     argv_other = [*_train_argv(data, tiny_backbone_file, other, 1), "--lora-rank", "2"]
     assert main(argv_other) == 0
     assert main([*argv, str(other / "model.pt"), "--out", str(tmp_path / "x.pt")]) == 1
-    assert "configs differ" in capsys.readouterr().err
+    assert "configs differ in lora_rank" in capsys.readouterr().err
+    twice = [*argv, str(run / "model.pt"), "--out", str(tmp_path / "z.pt")]
+    assert main(twice) == 1
+    assert "given twice" in capsys.readouterr().err and not (tmp_path / "z.pt").exists()
     assert main(["average", "--checkpoints", str(data), "--out", str(tmp_path / "y.pt")]) == 1
     assert "not a readable PEFT-SP checkpoint" in capsys.readouterr().err
     nowhere = tmp_path / "missing" / "soup.pt"

@@ -253,11 +253,24 @@ def average_command(args) -> None:
     """`peftsp average`: the mean of the weights of checkpoints of one model (a model soup,
     Wortsman et al. 2022): trained weights and head are averaged, frozen ones are shared."""
     paths = [Path(p) for p in args.checkpoints]
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in seen:
+            raise InputError(
+                f"{path}: given twice (also as {seen[path.resolve()]}); the mean would count it "
+                "twice"
+            )
+        seen[path.resolve()] = path
     loaded = [checkpoint_weights(p) for p in paths]
     config, first, _ = loaded[0]
     for path, (other, weights, _) in zip(paths[1:], loaded[1:], strict=True):
         if other != config:
-            raise InputError(f"{path}: another model than {paths[0]} (configs differ)")
+            fields = sorted(
+                k for k in config.keys() | other.keys() if config.get(k) != other.get(k)
+            )
+            raise InputError(
+                f"{path}: another model than {paths[0]} (configs differ in {', '.join(fields)})"
+            )
         if not set(first) <= set(weights):
             raise InputError(f"{path}: lacks weights of {paths[0]}")
     averaged = {
