@@ -215,6 +215,12 @@ def test_average_is_the_mean_of_the_trained_weights(tiny_backbone_file, tmp_path
     assert main([*argv, "--out", str(nowhere)]) == 1
     err = capsys.readouterr().err
     assert f"No such file or directory: '{nowhere}'" in err and ".tmp" not in err
+    folder = tmp_path / "folder"
+    (folder / "inside").mkdir(parents=True)
+    assert main([*argv, "--out", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert str(folder) in err and ".tmp" not in err, err  # the rename's target, not the temp
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
