@@ -25,10 +25,15 @@ def make_temp(directory: Path, name: str) -> tuple[int, Path]:
     open() would give (mkstemp's are owner-only). Returns (fd, path)."""
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    except OSError as err:  # name the file the user asked for, not the temporary one
-        raise type(err)(err.errno, err.strerror, str(directory / name)) from err
+    except OSError as err:
+        raise _naming(err, directory / name) from err
     os.fchmod(fd, 0o666 & ~umask())
     return fd, Path(tmp)
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """`err` naming the file the user asked for, not the temporary one."""
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 @contextmanager
@@ -41,8 +46,8 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
             yield handle
         try:
             os.replace(tmp, path)
-        except OSError as err:  # name the file the user asked for, not the temporary one
-            raise type(err)(err.errno, err.strerror, str(path)) from err
+        except OSError as err:
+            raise _naming(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
