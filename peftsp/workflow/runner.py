@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,12 +32,7 @@ from peftsp.workflow.commands import (
     SHARD_PREFIX,
     render,
 )
-from peftsp.workflow.samplesheet import (
-    FASTA_PATH_PATTERN,
-    FASTA_PATH_RULE,
-    Sample,
-    read_samplesheet,
-)
+from peftsp.workflow.samplesheet import FASTA_PATH_RULE, Sample, read_samplesheet, stageable
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +103,7 @@ def read_proteomes(
         samples = read_samplesheet(Path(samplesheet), organism)
         return [Proteome(sample, outdir / sample.id) for sample in samples]
     path = Path(fasta)
-    if not re.fullmatch(FASTA_PATH_PATTERN, fasta):
+    if not stageable(fasta):
         raise InputError(FASTA_PATH_RULE, path=fasta)
     if not path.is_file():
         raise InputError("no such file" if not path.exists() else "not a file", path=str(path))

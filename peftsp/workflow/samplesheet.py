@@ -82,6 +82,11 @@ class _Row:
         return InputError(message, path=self.path, record=record, line=self.line)
 
 
+def stageable(fasta: str) -> bool:
+    """Whether a FASTA path follows the schema's pattern (FASTA_PATH_PATTERN)."""
+    return re.fullmatch(FASTA_PATH_PATTERN, fasta) is not None
+
+
 def samplesheet_format(path: Path) -> str | None:
     """csv, tsv, json or yaml by the file's extension; None for any other file."""
     return FORMATS.get(path.suffix.lower())
@@ -251,7 +256,7 @@ def _sample(row: _Row, default_organism: str) -> Sample:
     fasta = values["fasta"]
     if not isinstance(fasta, str):
         raise row.error(f"fasta {fasta!r} is not a file path", record=sample)
-    if not re.fullmatch(FASTA_PATH_PATTERN, fasta):
+    if not stageable(fasta):
         raise row.error(f"fasta {fasta!r}: {FASTA_PATH_RULE}", record=sample)
     if not Path(fasta).is_file():
         raise row.error(f"no such FASTA file {fasta!r}", record=sample)
