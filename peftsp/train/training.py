@@ -530,12 +530,12 @@ def train_one(args, records: list[LabelledRecord], test: int, val: int, outdir: 
         check_same_split(args.init, started_from, about)
         about["init"] = str(args.init)
     resume = getattr(args, "resume", False)
-    if not resume and (outdir / "last.pt").exists():
-        raise InputError(
-            f"{outdir}: holds a training run (last.pt); continue it with --resume, or choose "
-            "another --outdir"
-        )
     if not resume:  # a resumed run's folder holds last.pt, or the run is refused untouched
+        if (outdir / "last.pt").exists():
+            raise InputError(
+                f"{outdir}: holds a training run (last.pt); continue it with --resume, or choose "
+                "another --outdir"
+            )
         outdir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     best = fit(model, train, val_records, options, outdir, about, resume)
     model, _ = load_checkpoint(outdir / "model.pt")
